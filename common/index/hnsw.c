@@ -610,13 +610,14 @@ static size_t search_pool(const sh_hnsw *h, const struct nodedir **dp,
  * insertion search, which must see every node): candidates in a min-heap,
  * the best `ef` eligible nodes in a max-heap. Ineligible nodes still route.
  * While fewer than ef eligible nodes are known, the search keeps expanding.
- * Returns the number of results in top (a max-heap).
+ * Returns the number of results in top (a max-heap), or SIZE_MAX when it
+ * computed more than `budget` distances (0: no limit) without finishing.
  */
 static size_t search_heaps(const sh_hnsw *h, const struct nodedir **dp,
 			   struct tls *t, struct qctx *q, const uint32_t *eps,
 			   const float *deps, size_t neps, size_t ef,
-			   const struct elig *el, uint32_t level, cand **candp,
-			   size_t *candcap, cand *top)
+			   const struct elig *el, uint32_t level, uint64_t budget,
+			   cand **candp, size_t *candcap, cand *top)
 {
 	uint16_t tag = t->epoch;
 	uint16_t *tags = t->tags;
@@ -647,6 +648,10 @@ static size_t search_heaps(const sh_hnsw *h, const struct nodedir **dp,
 		cand c = heap_pop(cq, &nc, false);
 		if (c.d > bound && nt == ef)
 			break;
+		if (budget && q->ndist > budget) {
+			*candp = cq;
+			return SIZE_MAX;
+		}
 		const char *cn = node_at(h, dp, c.id);
 		uint32_t *ids;
 		uint32_t cnt;
@@ -732,6 +737,10 @@ static sh_hnsw_plan plan_search(const sh_hnsw *h, const sh_hnsw_filter *f,
 				size_t ef, uint64_t *est_out)
 {
 	uint64_t live = __atomic_load_n(&h->nlive, __ATOMIC_RELAXED);
+	if (f && f->force_plan == 1 + SH_PLAN_EXACT_SCAN) {
+		*est_out = live;
+		return SH_PLAN_EXACT_SCAN;
+	}
 	if (!filter_set(f)) {
 		*est_out = live;
 		return SH_PLAN_GRAPH;
@@ -744,6 +753,9 @@ static sh_hnsw_plan plan_search(const sh_hnsw *h, const sh_hnsw_filter *f,
 	if (f->fn && f->est_pass && f->est_pass < est)
 		est = f->est_pass;
 	*est_out = est;
+	if (f->force_plan == 1 + SH_PLAN_GRAPH ||
+	    f->force_plan == 1 + SH_PLAN_FILTERED_GRAPH)
+		return SH_PLAN_FILTERED_GRAPH;
 	if (live == 0)
 		return SH_PLAN_EXACT_SCAN;
 	double sel = (double)(est ? est : 1) / (double)live;
@@ -817,6 +829,27 @@ static size_t rescore(const sh_hnsw *h, const struct nodedir **dp,
 	return nc;
 }
 
+/* Distance to one scanned node, kept in the max-heap `top` of size keep. */
+static inline void scan_one(const sh_hnsw *h, const struct nodedir **dp,
+			    struct qctx *q, const struct elig *el, uint32_t id,
+			    size_t keep, cand *top, size_t *nt)
+{
+	const char *n = node_at(h, dp, id);
+	if (!(node_flags(n) & NF_USED) || !eligible(el, n, id))
+		return;
+	float dd = dist_q(h, q, n);
+	if (*nt == keep && dd >= top[0].d)
+		return;
+	heap_push(top, nt, (cand){dd, id}, true);
+	if (*nt > keep)
+		heap_pop(top, nt, true);
+}
+
+/* Lookahead of the exact scan over a bitmap: passing nodes are scattered
+ * through the node array, too far apart for the hardware prefetcher. */
+#define SCAN_AHEAD 4
+#define SCAN_BATCH 256
+
 static size_t exact_scan(const sh_hnsw *h, const struct nodedir **dp,
 			 struct qctx *q, const sh_hnsw_filter *f, size_t keep,
 			 cand *top)
@@ -824,42 +857,32 @@ static size_t exact_scan(const sh_hnsw *h, const struct nodedir **dp,
 	struct elig el = {f, filter_set(f)};
 	size_t nt = 0;
 	uint32_t next = __atomic_load_n(&((sh_hnsw *)h)->next, __ATOMIC_ACQUIRE);
-	const struct nodedir *d = *dp;
-	if (d->nchunks * SH_CHUNK_NODES < next)
-		next = d->nchunks * SH_CHUNK_NODES;
+	size_t pf = h->vec_bytes < 512 ? h->vec_bytes : 512;
 	if (f && f->allow) {
-		roaring_uint32_iterator_t *it =
-			roaring_create_iterator(f->allow);
-		if (!it)
-			return 0;
-		for (; it->has_value; roaring_advance_uint32_iterator(it)) {
-			uint32_t id = it->current_value;
-			if (id >= next)
+		roaring_uint32_iterator_t it;
+		uint32_t ids[SCAN_BATCH];
+		roaring_init_iterator(f->allow, &it);
+		for (;;) {
+			uint32_t n = roaring_read_uint32_iterator(&it, ids,
+								  SCAN_BATCH);
+			while (n > 0 && ids[n - 1] >= next)
+				n--; /* iids not handed out yet */
+			if (n == 0)
 				break;
-			const char *n = node_at(h, dp, id);
-			if (!(node_flags(n) & NF_USED) || !eligible(&el, n, id))
-				continue;
-			float dd = dist_q(h, q, n);
-			if (nt == keep && dd >= top[0].d)
-				continue;
-			heap_push(top, &nt, (cand){dd, id}, true);
-			if (nt > keep)
-				heap_pop(top, &nt, true);
+			for (uint32_t i = 0; i < n && i < SCAN_AHEAD; i++)
+				prefetch_lines(node_at(h, dp, ids[i]), pf);
+			for (uint32_t i = 0; i < n; i++) {
+				if (i + SCAN_AHEAD < n)
+					prefetch_lines(node_at(h, dp, ids[i + SCAN_AHEAD]),
+						       pf);
+				scan_one(h, dp, q, &el, ids[i], keep, top, &nt);
+			}
 		}
-		roaring_free_uint32_iterator(it);
 		return nt;
 	}
-	for (uint32_t id = 0; id < next; id++) {
-		const char *n = node_at(h, dp, id);
-		if (!(node_flags(n) & NF_USED) || !eligible(&el, n, id))
-			continue;
-		float dd = dist_q(h, q, n);
-		if (nt == keep && dd >= top[0].d)
-			continue;
-		heap_push(top, &nt, (cand){dd, id}, true);
-		if (nt > keep)
-			heap_pop(top, &nt, true);
-	}
+	/* everything: node order is memory order, the prefetcher keeps up */
+	for (uint32_t id = 0; id < next; id++)
+		scan_one(h, dp, q, &el, id, keep, top, &nt);
 	return nt;
 }
 
@@ -937,10 +960,24 @@ static int search_impl(const sh_hnsw *h, const float *qv, size_t k, size_t ef,
 		} else {
 			struct elig el = {f, filter_set(f)};
 			cand *cq = t->buf[B_CAND];
+			/* A filter that passes points far from the query (one
+			 * correlated with the data) can send the graph walk much
+			 * further than its selectivity suggests: past the cost
+			 * of scanning the passing set, scan instead. */
+			uint64_t budget = s.plan == SH_PLAN_FILTERED_GRAPH &&
+						  !f->force_plan
+						  ? q.ndist + s.est_pass + 1
+						  : 0;
 			nres = search_heaps(h, &d, t, &q, &ep, &dep, 1, ef, &el,
-					    0, &cq, &candcap, top);
+					    0, budget, &cq, &candcap, top);
 			t->buf[B_CAND] = cq;
 			t->bufcap[B_CAND] = candcap * sizeof(cand);
+			if (nres == SIZE_MAX) {
+				s.plan = SH_PLAN_EXACT_SCAN;
+				s.fallback = true;
+				keep = resc ? ef : k;
+				nres = exact_scan(h, &d, &q, f, keep, top);
+			}
 		}
 	}
 	if (res == top)
@@ -1487,7 +1524,7 @@ static int link_node(sh_hnsw *h, uint32_t iid, uint32_t level,
 		}
 		cand *cq = t->buf[B_CAND];
 		size_t nt = search_heaps(h, &d, t, &q, cur_eps, cur_deps, ncur,
-					 ef, NULL, (uint32_t)l, &cq, &capc,
+					 ef, NULL, (uint32_t)l, 0, &cq, &capc,
 					 top_heap);
 		t->buf[B_CAND] = cq;
 		t->bufcap[B_CAND] = capc * sizeof(cand);

@@ -204,6 +204,10 @@ typedef struct sh_hnsw_filter {
 	/* For fn-only filters: the caller's estimate of how many points pass
 	 * (0 = unknown, assume all). With a bitmap the index counts itself. */
 	uint64_t est_pass;
+	/* 0: the planner chooses. 1 + an sh_hnsw_plan: use that plan (for
+	 * benchmarks and tests; SH_PLAN_GRAPH is taken as FILTERED_GRAPH
+	 * when a filter is set). */
+	uint8_t force_plan;
 } sh_hnsw_filter;
 
 typedef enum sh_hnsw_plan {
@@ -219,6 +223,8 @@ typedef struct sh_hnsw_search_stats {
 	uint64_t est_pass;  /* estimated passing points the planner used */
 	uint64_t ndist;     /* distances computed */
 	uint64_t nrescored; /* float rescoring fetches (int8 storage) */
+	bool fallback;      /* a filtered graph walk ran past the cost of an
+			       exact scan and was replaced by one */
 } sh_hnsw_search_stats;
 
 typedef struct sh_hnsw_hit {

@@ -18,6 +18,7 @@
 static sh_hnsw *g_h;
 static float *g_v;
 static uint32_t g_iid[N];
+static uint32_t g_iid_inv[N + 64];
 
 static int setup(void **s)
 {
@@ -144,6 +145,117 @@ static void test_filter_50pct_callback_graph_keeps_recall(void **s)
 	check(500, false);
 }
 
+/* A filter correlated with the data: only points on the far side of the
+ * space pass, and queries come from the near side. The graph walk has to
+ * travel far; past the cost of a scan it must switch to one, and recall
+ * must hold either way. */
+static void test_filter_far_from_query_keeps_recall(void **s)
+{
+	roaring_bitmap_t *bm = roaring_bitmap_create();
+	float *col = malloc(N * sizeof(float));
+	for (uint32_t i = 0; i < N; i++)
+		col[i] = g_v[(size_t)i * DIM];
+	/* pass: the half of the points with the largest first coordinate */
+	float thr = 0;
+	{
+		float lo = -100, hi = 100;
+		for (int it = 0; it < 60; it++) {
+			float mid = (lo + hi) / 2;
+			uint32_t c = 0;
+			for (uint32_t i = 0; i < N; i++)
+				c += col[i] > mid;
+			if (c > N / 2)
+				lo = mid;
+			else
+				hi = mid;
+		}
+		thr = hi;
+	}
+	for (uint32_t i = 0; i < N; i++)
+		if (col[i] > thr)
+			roaring_bitmap_add(bm, g_iid[i]);
+	sh_hnsw_filter f = {.allow = bm};
+	sh_hnsw_hit a[10], b[10];
+	double sum = 0;
+	int nq = 0, fallbacks = 0;
+	for (uint32_t i = 0; i < N && nq < NQ; i += 97) {
+		if (col[i] > thr - 3.0f)
+			continue; /* queries from the far side only */
+		size_t na, nb;
+		sh_hnsw_search_stats st;
+		const float *qv = g_v + (size_t)i * DIM;
+		assert_int_equal(sh_hnsw_search(g_h, qv, 10, 32, &f, a, &na, &st),
+				 SH_OK);
+		assert_int_equal(sh_hnsw_exact(g_h, qv, 10, &f, b, &nb), SH_OK);
+		assert_true(st.plan != SH_PLAN_GRAPH);
+		assert_true(!st.fallback || st.plan == SH_PLAN_EXACT_SCAN);
+		fallbacks += st.fallback;
+		sum += tu_overlap(a, na, b, nb, 10);
+		nq++;
+	}
+	assert_true(nq > 10);
+	print_message("far filter (%u pass): %d queries, %d fell back to a scan, "
+		      "recall@10 %.4f\n",
+		      (unsigned)roaring_bitmap_get_cardinality(bm), nq, fallbacks,
+		      sum / nq);
+	assert_true(sum / nq >= 0.95);
+	roaring_bitmap_free(bm);
+	free(col);
+}
+
+static bool pass_far_1pct(void *ctx, uint32_t iid)
+{
+	const float *thr = ctx;
+	return g_v[(size_t)g_iid_inv[iid] * DIM] > *thr;
+}
+
+/* A callback whose caller over-estimates how many points pass (75%, where
+ * 1% on the far side really do): the planner picks the graph, the walk runs
+ * past the cost of a scan, and the search must fall back and stay exact. */
+static void test_filter_underestimated_cost_falls_back_to_scan(void **s)
+{
+	for (uint32_t i = 0; i < N; i++)
+		g_iid_inv[g_iid[i]] = i;
+	float thr = -1000;
+	{
+		float lo = -100, hi = 100;
+		for (int it = 0; it < 60; it++) {
+			float mid = (lo + hi) / 2;
+			uint32_t c = 0;
+			for (uint32_t i = 0; i < N; i++)
+				c += g_v[(size_t)i * DIM] > mid;
+			if (c > N / 100)
+				lo = mid;
+			else
+				hi = mid;
+		}
+		thr = hi;
+	}
+	sh_hnsw_filter f = {.fn = pass_far_1pct, .ctx = &thr,
+			    .est_pass = N * 3 / 4};
+	sh_hnsw_hit a[10], b[10];
+	double sum = 0;
+	int nq = 0, fallbacks = 0;
+	for (uint32_t i = 0; i < N && nq < 20; i += 101) {
+		if (g_v[(size_t)i * DIM] > thr - 5.0f)
+			continue;
+		size_t na, nb;
+		sh_hnsw_search_stats st;
+		const float *qv = g_v + (size_t)i * DIM;
+		assert_int_equal(sh_hnsw_search(g_h, qv, 10, 16, &f, a, &na, &st),
+				 SH_OK);
+		assert_int_equal(sh_hnsw_exact(g_h, qv, 10, &f, b, &nb), SH_OK);
+		fallbacks += st.fallback;
+		sum += tu_overlap(a, na, b, nb, 10);
+		nq++;
+	}
+	print_message("over-estimated filter: %d queries, %d fell back, "
+		      "recall@10 %.4f\n", nq, fallbacks, sum / nq);
+	assert_true(nq >= 10);
+	assert_true(fallbacks > 0);
+	assert_true(sum / nq >= 0.95);
+}
+
 static void test_filter_passing_nothing_returns_nothing(void **s)
 {
 	roaring_bitmap_t *bm = roaring_bitmap_create();
@@ -166,6 +278,8 @@ int main(void)
 		cmocka_unit_test(test_filter_1pct_callback_graph_keeps_recall),
 		cmocka_unit_test(test_filter_10pct_callback_graph_keeps_recall),
 		cmocka_unit_test(test_filter_50pct_callback_graph_keeps_recall),
+		cmocka_unit_test(test_filter_far_from_query_keeps_recall),
+		cmocka_unit_test(test_filter_underestimated_cost_falls_back_to_scan),
 		cmocka_unit_test(test_filter_passing_nothing_returns_nothing),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
