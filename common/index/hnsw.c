@@ -21,7 +21,7 @@ static void tls_destroy(void *p)
 	if (t->registered)
 		urcu_memb_unregister_thread();
 	free(t->tags);
-	for (int i = 0; i < 6; i++)
+	for (int i = 0; i < B_COUNT; i++)
 		free(t->buf[i]);
 	free(t);
 }

@@ -70,10 +70,6 @@ uint32_t hnsw_descend(const sh_hnsw *h, const struct nodedir **dp,
 	return ep;
 }
 
-/* Lookahead of the distance loop: prefetch the vector of the neighbour this
- * many places ahead. */
-#define PF_AHEAD 2
-
 /*
  * Level-0 search, fast path: a sorted array of at most ef candidates that
  * are both the expansion frontier and the result (as in the "linear pool"
@@ -82,15 +78,13 @@ uint32_t hnsw_descend(const sh_hnsw *h, const struct nodedir **dp,
  */
 static size_t search_pool(const sh_hnsw *h, const struct nodedir **dp,
 			  struct tls *t, struct qctx *q, uint32_t ep,
-			  float dep, size_t ef, cand *pool, uint8_t *checked,
-			  uint32_t *unvis)
+			  float dep, size_t ef, cand *pool, uint8_t *checked)
 {
+	uint32_t unvis[2 * SH_HNSW_MAX_M];
 	size_t n = 0, cur = 0;
 	uint16_t ep_tag = t->epoch;
 	uint16_t *tags = t->tags;
 	size_t ntags = t->ntags;
-	size_t vbytes = h->vec_bytes;
-	size_t pf = vbytes < 512 ? vbytes : 512;
 
 	pool[0] = (cand){dep, ep};
 	checked[0] = 0;
@@ -103,23 +97,10 @@ static size_t search_pool(const sh_hnsw *h, const struct nodedir **dp,
 		const uint32_t *ids = node_links0(cn);
 		if (cnt > h->m0)
 			cnt = h->m0;
-		size_t nu = 0;
-		for (uint32_t i = 0; i < cnt; i++) {
-			uint32_t id = ld32(&ids[i]);
-			/* a node linked after this search began: skip it */
-			if (unlikely(id >= ntags) || tags[id] == ep_tag)
-				continue;
-			tags[id] = ep_tag;
-			unvis[nu++] = id;
-		}
-		for (size_t i = 0; i < nu && i < PF_AHEAD; i++)
-			prefetch_lines(node_at(h, dp, unvis[i]) + h->vec_off, pf);
+		size_t nu = gather_unvisited(h, dp, tags, ntags, ep_tag, ids,
+					     cnt, unvis);
 		size_t lowest = n;
 		for (size_t i = 0; i < nu; i++) {
-			if (i + PF_AHEAD < nu)
-				prefetch_lines(node_at(h, dp, unvis[i + PF_AHEAD]) +
-						       h->vec_off,
-					       pf);
 			const char *nn = node_at(h, dp, unvis[i]);
 			float d = dist_q(h, q, nn);
 			if (n == ef && d >= pool[n - 1].d)
@@ -171,8 +152,6 @@ size_t hnsw_search_heaps(const sh_hnsw *h, const struct nodedir **dp,
 	cand *cq = *candp;
 	size_t nc = 0, nt = 0;
 	float bound = INFINITY;
-	size_t vbytes = h->vec_bytes;
-	size_t pf = vbytes < 512 ? vbytes : 512;
 
 	for (size_t i = 0; i < neps; i++) {
 		uint32_t ep = eps[i];
@@ -207,15 +186,11 @@ size_t hnsw_search_heaps(const sh_hnsw *h, const struct nodedir **dp,
 		uint32_t capl = level_cap(h, level);
 		if (cnt > capl)
 			cnt = capl;
-		for (uint32_t i = 0; i < cnt; i++) {
-			uint32_t id = ld32(&ids[i]);
-			if (unlikely(id >= ntags) || tags[id] == tag)
-				continue;
-			tags[id] = tag;
-			if (i + 1 < cnt)
-				prefetch_lines(node_at(h, dp, ld32(&ids[i + 1])) +
-						       h->vec_off,
-					       pf);
+		uint32_t unvis[2 * SH_HNSW_MAX_M];
+		size_t nu = gather_unvisited(h, dp, tags, ntags, tag, ids, cnt,
+					     unvis);
+		for (size_t i = 0; i < nu; i++) {
+			uint32_t id = unvis[i];
 			const char *nn = node_at(h, dp, id);
 			float d = dist_q(h, q, nn);
 			if (nt == ef && d >= bound)
@@ -331,28 +306,39 @@ static size_t rescore(const sh_hnsw *h, const struct nodedir **dp,
 		      struct tls *t, const float *fq, cand *c, size_t nc,
 		      uint64_t *nres)
 {
-	float *scratch = hnsw_tls_buf(t, B_RES, h->p.dim * sizeof(float));
-	if (!scratch)
+	size_t dim = h->p.dim;
+	/* nc vector pointers, then nc vectors of scratch for the callback */
+	size_t ptrs = (nc * sizeof(float *) + 63) / 64 * 64;
+	char *buf = hnsw_tls_buf(t, B_RES, ptrs + nc * dim * sizeof(float));
+	if (!buf)
 		return nc;
+	const float **vp = (const float **)buf;
+	float *scratch = (float *)(buf + ptrs);
+	/* Fetch every vector first and prefetch it, so that the misses of all
+	 * candidates overlap instead of being paid one after another. */
 	for (size_t i = 0; i < nc; i++) {
 		const char *nn = node_at(h, dp, c[i].id);
 		uint8_t fl = node_flags(nn);
+		vp[i] = NULL;
 		if (!(fl & NF_USED) || (fl & NF_TOMB))
 			continue;
 		sh_pid pid;
 		node_pid(nn, &pid);
-		const float *v = h->fetch(h->fetch_ctx, c[i].id, &pid, scratch);
+		vp[i] = h->fetch(h->fetch_ctx, c[i].id, &pid, scratch + i * dim);
+		if (vp[i])
+			prefetch_l2(vp[i], dim * sizeof(float));
+	}
+	for (size_t i = 0; i < nc; i++) {
+		const float *v = vp[i];
 		if (!v)
 			continue;
 		(*nres)++;
 		if (h->p.metric == SH_METRIC_COSINE) {
-			/* the stored vector is normalised; the fetched one may
-			 * not be */
-			double s = 0;
-			for (uint32_t j = 0; j < h->p.dim; j++)
-				s += (double)v[j] * v[j];
-			float dot = h->k->dot_f32(v, fq, h->p.dim);
-			c[i].d = s > 0 ? 1.0f - dot / (float)sqrt(s) : 1.0f;
+			/* the stored codes are of the normalised vector; the
+			 * fetched one may not be normalised */
+			float nv = h->k->dot_f32(v, v, dim);
+			float dot = h->k->dot_f32(v, fq, dim);
+			c[i].d = nv > 0 ? 1.0f - dot / sqrtf(nv) : 1.0f;
 		} else {
 			c[i].d = dist_f32(h, fq, v);
 		}
@@ -379,7 +365,7 @@ static inline void scan_one(const sh_hnsw *h, const struct nodedir **dp,
 
 /* Lookahead of the exact scan over a bitmap: passing nodes are scattered
  * through the node array, too far apart for the hardware prefetcher. */
-#define SCAN_AHEAD 4
+#define SCAN_AHEAD 8
 #define SCAN_BATCH 256
 
 static size_t exact_scan(const sh_hnsw *h, const struct nodedir **dp,
@@ -389,7 +375,6 @@ static size_t exact_scan(const sh_hnsw *h, const struct nodedir **dp,
 	struct elig el = {f, filter_set(f)};
 	size_t nt = 0;
 	uint32_t next = __atomic_load_n(&((sh_hnsw *)h)->next, __ATOMIC_ACQUIRE);
-	size_t pf = h->vec_bytes < 512 ? h->vec_bytes : 512;
 	if (f && f->allow) {
 		roaring_uint32_iterator_t it;
 		uint32_t ids[SCAN_BATCH];
@@ -402,11 +387,10 @@ static size_t exact_scan(const sh_hnsw *h, const struct nodedir **dp,
 			if (n == 0)
 				break;
 			for (uint32_t i = 0; i < n && i < SCAN_AHEAD; i++)
-				prefetch_lines(node_at(h, dp, ids[i]), pf);
+				prefetch_vector(h, node_at(h, dp, ids[i]));
 			for (uint32_t i = 0; i < n; i++) {
 				if (i + SCAN_AHEAD < n)
-					prefetch_lines(node_at(h, dp, ids[i + SCAN_AHEAD]),
-						       pf);
+					prefetch_vector(h, node_at(h, dp, ids[i + SCAN_AHEAD]));
 				scan_one(h, dp, q, &el, ids[i], keep, top, &nt);
 			}
 		}
@@ -480,14 +464,13 @@ static int search_impl(const sh_hnsw *h, const float *qv, size_t k, size_t ef,
 			    __atomic_load_n(&h->ntomb, __ATOMIC_RELAXED) == 0;
 		if (fast) {
 			cand *pool = hnsw_tls_buf(t, B_POOL, ef * (sizeof(cand) + 1) + 64);
-			uint32_t *unvis = hnsw_tls_buf(t, B_UNVIS, h->m0 * sizeof(uint32_t));
-			if (!pool || !unvis) {
+			if (!pool) {
 				urcu_memb_read_unlock();
 				return SH_ENOMEM;
 			}
 			uint8_t *checked = (uint8_t *)(pool + ef);
 			nres = search_pool(h, &d, t, &q, ep, dep, ef, pool,
-					   checked, unvis);
+					   checked);
 			res = pool;
 		} else {
 			struct elig el = {f, filter_set(f)};

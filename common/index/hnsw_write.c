@@ -470,8 +470,6 @@ static int link_node(sh_hnsw *h, uint32_t iid, uint32_t level,
 	const struct nodedir *d = h->dir;
 	float dep;
 	size_t span = (size_t)h->dir->nchunks * SH_CHUNK_NODES;
-	if (hnsw_visited_begin(t, span))
-		return SH_ENOMEM;
 	uint32_t cur = hnsw_descend(h, &d, &q, ep, top, level, &dep);
 	uint32_t eps[1] = {cur};
 	float deps[1] = {dep};
@@ -514,12 +512,10 @@ static int link_node(sh_hnsw *h, uint32_t iid, uint32_t level,
 				continue;
 			wset[nwset++] = top_heap[i];
 		}
-		uint32_t capl = level_cap(h, (uint32_t)l);
 		size_t mkeep = select_heuristic(h, wset, nwset, h->p.m);
 		uint32_t ids[2 * SH_HNSW_MAX_M];
 		for (size_t i = 0; i < mkeep; i++)
 			ids[i] = wset[i].id;
-		(void)capl;
 		hnsw_write_list(h, iid, (uint32_t)l, ids, (uint32_t)mkeep);
 		if ((rc = touch(h, iid, (uint32_t)l)))
 			goto out;
