@@ -28,6 +28,16 @@ static sh_hnsw *new_index(sh_metric metric, sh_storage st, uint32_t dim)
 	return h;
 }
 
+/* Inserts vectors 0..n-1 of v as points 0..n-1. */
+static void insert_all(sh_hnsw *h, const float *v, size_t n, size_t dim)
+{
+	for (size_t i = 0; i < n; i++) {
+		sh_pid p = sh_pid_u64(i);
+		assert_int_equal(sh_hnsw_upsert(h, &p, v + i * dim, NULL, NULL),
+				 SH_OK);
+	}
+}
+
 static void assert_valid(sh_hnsw *h)
 {
 	char err[256] = "";
@@ -72,11 +82,7 @@ static void check_recall(sh_metric metric, sh_storage st)
 	sh_hnsw *h = new_index(metric, st, DIM);
 	if (st == SH_STORAGE_INT8)
 		sh_hnsw_set_fetch_fn(h, fetch_from, v);
-	for (size_t i = 0; i < n; i++) {
-		sh_pid p = sh_pid_u64(i);
-		assert_int_equal(sh_hnsw_upsert(h, &p, v + i * DIM, NULL, NULL),
-				 SH_OK);
-	}
+	insert_all(h, v, n, DIM);
 	assert_valid(h);
 	double r = recall(h, v + n * DIM, nq, DIM, 10, 80);
 	print_message("metric %d storage %d recall@10 %.4f\n", metric, st, r);
@@ -164,11 +170,7 @@ static void test_upsert_moves_point_and_never_duplicates(void **s)
 	size_t n = 2000;
 	float *v = tu_clustered(n, DIM, 10, 3);
 	sh_hnsw *h = new_index(SH_METRIC_L2, SH_STORAGE_F32, DIM);
-	for (size_t i = 0; i < n; i++) {
-		sh_pid p = sh_pid_u64(i);
-		assert_int_equal(sh_hnsw_upsert(h, &p, v + i * DIM, NULL, NULL),
-				 SH_OK);
-	}
+	insert_all(h, v, n, DIM);
 	/* move point 5 onto point 1000's position */
 	sh_pid p5 = sh_pid_u64(5);
 	uint32_t iid, old;
@@ -211,11 +213,7 @@ static void test_deleted_point_never_returned(void **s)
 	size_t n = 3000;
 	float *v = tu_clustered(n, DIM, 10, 4);
 	sh_hnsw *h = new_index(SH_METRIC_L2, SH_STORAGE_F32, DIM);
-	for (size_t i = 0; i < n; i++) {
-		sh_pid p = sh_pid_u64(i);
-		assert_int_equal(sh_hnsw_upsert(h, &p, v + i * DIM, NULL, NULL),
-				 SH_OK);
-	}
+	insert_all(h, v, n, DIM);
 	for (size_t i = 0; i < n; i += 3) {
 		sh_pid p = sh_pid_u64(i);
 		assert_int_equal(sh_hnsw_delete(h, &p, NULL), SH_OK);
@@ -250,11 +248,7 @@ static void test_vacuum_bounds_memory_under_churn(void **s)
 	size_t n = 1500, rounds = 12;
 	float *v = tu_clustered(n * 2, DIM, 10, 5);
 	sh_hnsw *h = new_index(SH_METRIC_L2, SH_STORAGE_F32, DIM);
-	for (size_t i = 0; i < n; i++) {
-		sh_pid p = sh_pid_u64(i);
-		assert_int_equal(sh_hnsw_upsert(h, &p, v + i * DIM, NULL, NULL),
-				 SH_OK);
-	}
+	insert_all(h, v, n, DIM);
 	uint64_t s0 = 11, maxnodes = 0, cap0 = 0;
 	for (size_t r = 0; r < rounds; r++) {
 		/* replace a third of the points, delete a tenth, re-add */
@@ -544,11 +538,7 @@ static void test_int8_index_is_small(void **s)
 	uint64_t mem[2];
 	for (int st = 0; st < 2; st++) {
 		sh_hnsw *h = new_index(SH_METRIC_L2, (sh_storage)st, (uint32_t)dim);
-		for (size_t i = 0; i < n; i++) {
-			sh_pid p = sh_pid_u64(i);
-			assert_int_equal(sh_hnsw_upsert(h, &p, v + i * dim, NULL, NULL),
-					 SH_OK);
-		}
+		insert_all(h, v, n, dim);
 		sh_hnsw_info info;
 		sh_hnsw_info_get(h, &info);
 		mem[st] = info.mem_bytes;

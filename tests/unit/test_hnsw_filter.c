@@ -20,6 +20,23 @@ static float *g_v;
 static uint32_t g_iid[N];
 static uint32_t g_iid_inv[N + 64];
 
+/* The value of the first coordinate above which `count` points lie. */
+static float first_coord_threshold(uint32_t count)
+{
+	float lo = -100, hi = 100;
+	for (int it = 0; it < 60; it++) {
+		float mid = (lo + hi) / 2;
+		uint32_t c = 0;
+		for (uint32_t i = 0; i < N; i++)
+			c += g_v[(size_t)i * DIM] > mid;
+		if (c > count)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return hi;
+}
+
 static int setup(void **s)
 {
 	sh_hnsw_params p;
@@ -156,21 +173,7 @@ static void test_filter_far_from_query_keeps_recall(void **s)
 	for (uint32_t i = 0; i < N; i++)
 		col[i] = g_v[(size_t)i * DIM];
 	/* pass: the half of the points with the largest first coordinate */
-	float thr = 0;
-	{
-		float lo = -100, hi = 100;
-		for (int it = 0; it < 60; it++) {
-			float mid = (lo + hi) / 2;
-			uint32_t c = 0;
-			for (uint32_t i = 0; i < N; i++)
-				c += col[i] > mid;
-			if (c > N / 2)
-				lo = mid;
-			else
-				hi = mid;
-		}
-		thr = hi;
-	}
+	float thr = first_coord_threshold(N / 2);
 	for (uint32_t i = 0; i < N; i++)
 		if (col[i] > thr)
 			roaring_bitmap_add(bm, g_iid[i]);
@@ -216,21 +219,7 @@ static void test_filter_underestimated_cost_falls_back_to_scan(void **s)
 {
 	for (uint32_t i = 0; i < N; i++)
 		g_iid_inv[g_iid[i]] = i;
-	float thr = -1000;
-	{
-		float lo = -100, hi = 100;
-		for (int it = 0; it < 60; it++) {
-			float mid = (lo + hi) / 2;
-			uint32_t c = 0;
-			for (uint32_t i = 0; i < N; i++)
-				c += g_v[(size_t)i * DIM] > mid;
-			if (c > N / 100)
-				lo = mid;
-			else
-				hi = mid;
-		}
-		thr = hi;
-	}
+	float thr = first_coord_threshold(N / 100);
 	sh_hnsw_filter f = {.fn = pass_far_1pct, .ctx = &thr,
 			    .est_pass = N * 3 / 4};
 	sh_hnsw_hit a[10], b[10];
