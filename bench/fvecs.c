@@ -33,7 +33,7 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
 
 /* Opens a regular file for reading and returns its length. */
 static FILE *open_regular(const char *path, off_t *size, char *err,
-                          size_t errlen)
+			  size_t errlen)
 {
 	struct stat st;
 	FILE *f = fopen(path, "rb");
@@ -59,8 +59,8 @@ static FILE *open_regular(const char *path, off_t *size, char *err,
 enum vec_kind { VK_F32, VK_I32 };
 
 static int read_vecs(const char *path, enum vec_kind kind, size_t limit,
-                     void **out, size_t *n, size_t *n_file, uint32_t *dim,
-                     char *err, size_t errlen)
+		     void **out, size_t *n, size_t *n_file, uint32_t *dim,
+		     char *err, size_t errlen)
 {
 	const char *what = kind == VK_F32 ? "fvecs" : "ivecs";
 	off_t size;
@@ -174,7 +174,7 @@ bad:
 }
 
 int fv_read_fvecs(const char *path, size_t limit, float **out, size_t *n,
-                  size_t *n_file, uint32_t *dim, char *err, size_t errlen)
+		  size_t *n_file, uint32_t *dim, char *err, size_t errlen)
 {
 	void *p;
 	int rc =
@@ -185,7 +185,7 @@ int fv_read_fvecs(const char *path, size_t limit, float **out, size_t *n,
 }
 
 int fv_read_ivecs(const char *path, size_t limit, int32_t **out, size_t *n,
-                  size_t *n_file, uint32_t *dim, char *err, size_t errlen)
+		  size_t *n_file, uint32_t *dim, char *err, size_t errlen)
 {
 	void *p;
 	int rc =
@@ -196,7 +196,7 @@ int fv_read_ivecs(const char *path, size_t limit, int32_t **out, size_t *n,
 }
 
 int fv_read_labels(const char *path, uint8_t **out, size_t *n, char *err,
-                   size_t errlen)
+		   size_t errlen)
 {
 	off_t size;
 	uint8_t *buf;
@@ -239,7 +239,7 @@ static FILE *open_write(const char *path, char *err, size_t errlen)
 }
 
 static int close_write(FILE *f, const char *path, int ok, char *err,
-                       size_t errlen)
+		       size_t errlen)
 {
 	int saved = errno;
 
@@ -250,13 +250,13 @@ static int close_write(FILE *f, const char *path, int ok, char *err,
 	if (!ok) {
 		remove(path);
 		return fail(err, errlen, "%s: write error: %s", path,
-		            strerror(saved));
+			    strerror(saved));
 	}
 	return 0;
 }
 
 static int write_vecs(const char *path, const void *v, size_t n, uint32_t dim,
-                      char *err, size_t errlen)
+		      char *err, size_t errlen)
 {
 	const char *p = v;
 	int32_t hdr = (int32_t)dim;
@@ -265,7 +265,7 @@ static int write_vecs(const char *path, const void *v, size_t n, uint32_t dim,
 
 	if (dim < 1 || dim > FV_MAX_DIM)
 		return fail(err, errlen, "%s: dimension %u out of range", path,
-		            dim);
+			    dim);
 	f = open_write(path, err, errlen);
 	if (!f)
 		return -1;
@@ -277,19 +277,19 @@ static int write_vecs(const char *path, const void *v, size_t n, uint32_t dim,
 }
 
 int fv_write_fvecs(const char *path, const float *v, size_t n, uint32_t dim,
-                   char *err, size_t errlen)
+		   char *err, size_t errlen)
 {
 	return write_vecs(path, v, n, dim, err, errlen);
 }
 
 int fv_write_ivecs(const char *path, const int32_t *v, size_t n, uint32_t dim,
-                   char *err, size_t errlen)
+		   char *err, size_t errlen)
 {
 	return write_vecs(path, v, n, dim, err, errlen);
 }
 
 int fv_write_labels(const char *path, const uint8_t *v, size_t n, char *err,
-                    size_t errlen)
+		    size_t errlen)
 {
 	FILE *f = open_write(path, err, errlen);
 

@@ -23,19 +23,19 @@
  * were read, *n_file how many the file holds (optional), *dim the
  * dimension. The array is malloc'd: free() it. */
 int fv_read_fvecs(const char *path, size_t limit, float **out, size_t *n,
-                  size_t *n_file, uint32_t *dim, char *err, size_t errlen);
+		  size_t *n_file, uint32_t *dim, char *err, size_t errlen);
 int fv_read_ivecs(const char *path, size_t limit, int32_t **out, size_t *n,
-                  size_t *n_file, uint32_t *dim, char *err, size_t errlen);
+		  size_t *n_file, uint32_t *dim, char *err, size_t errlen);
 
 /* Reads a .labels file; *n gets its length (one label per vector). */
 int fv_read_labels(const char *path, uint8_t **out, size_t *n, char *err,
-                   size_t errlen);
+		   size_t errlen);
 
 int fv_write_fvecs(const char *path, const float *v, size_t n, uint32_t dim,
-                   char *err, size_t errlen);
+		   char *err, size_t errlen);
 int fv_write_ivecs(const char *path, const int32_t *v, size_t n, uint32_t dim,
-                   char *err, size_t errlen);
+		   char *err, size_t errlen);
 int fv_write_labels(const char *path, const uint8_t *v, size_t n, char *err,
-                    size_t errlen);
+		    size_t errlen);
 
 #endif

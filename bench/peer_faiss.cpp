@@ -30,7 +30,8 @@
 #include <string>
 #include <vector>
 
-namespace {
+namespace
+{
 
 using idx_t = faiss::Index::idx_t;
 
@@ -88,9 +89,9 @@ sh_peer *f_create(uint32_t dim, int metric, uint32_t m, uint32_t efc,
 		f->dim = dim;
 		f->metric = metric;
 		f->idx = std::make_unique<faiss::IndexHNSWFlat>(
-			(int)dim, (int)m,
-			metric == SH_PEER_L2 ? faiss::METRIC_L2
-					     : faiss::METRIC_INNER_PRODUCT);
+		    (int)dim, (int)m,
+		    metric == SH_PEER_L2 ? faiss::METRIC_L2
+					 : faiss::METRIC_INNER_PRODUCT);
 		f->idx->hnsw.efConstruction = (int)efc;
 		f->idx->hnsw.rng = faiss::RandomGenerator((int64_t)seed);
 		return reinterpret_cast<sh_peer *>(f.release());
@@ -165,7 +166,7 @@ int f_search(sh_peer *p, const float *q, size_t k, const sh_peer_filter *flt,
 		std::unique_ptr<faiss::IDSelectorBitmap> sel;
 		if (flt) {
 			sel = std::make_unique<faiss::IDSelectorBitmap>(
-				(flt->n + 7) / 8, flt->bits);
+			    (flt->n + 7) / 8, flt->bits);
 			sp.sel = sel.get();
 		}
 		t_dist.resize(k);
@@ -220,16 +221,10 @@ const char *f_errmsg(void)
 } // namespace
 
 extern "C" const sh_peer_ops sh_peer_faiss_ops = {
-	"faiss",
-	true,
-	"",
-	"index storage size: flat codes + HNSW neighbors/offsets/levels",
-	f_create,
-	f_add,
-	f_add_all,
-	f_set_ef,
-	f_search,
-	f_mem_bytes,
-	f_free,
-	f_errmsg,
+    "faiss",   true,
+    "",	       "index storage size: flat codes + HNSW neighbors/offsets/levels",
+    f_create,  f_add,
+    f_add_all, f_set_ef,
+    f_search,  f_mem_bytes,
+    f_free,    f_errmsg,
 };

@@ -24,7 +24,8 @@
 #include <thread>
 #include <vector>
 
-namespace {
+namespace
+{
 
 thread_local std::string t_err;
 thread_local std::vector<float> t_scratch;
@@ -74,10 +75,10 @@ sh_peer *h_create(uint32_t dim, int metric, uint32_t m, uint32_t efc,
 		if (metric == SH_PEER_L2)
 			h->space = std::make_unique<hnswlib::L2Space>(dim);
 		else
-			h->space = std::make_unique<hnswlib::InnerProductSpace>(
-				dim);
+			h->space =
+			    std::make_unique<hnswlib::InnerProductSpace>(dim);
 		h->alg = std::make_unique<hnswlib::HierarchicalNSW<float>>(
-			h->space.get(), max_n, m, efc, (size_t)seed);
+		    h->space.get(), max_n, m, efc, (size_t)seed);
 		return reinterpret_cast<sh_peer *>(h.release());
 	} catch (const std::exception &e) {
 		snprintf(err, errlen, "hnswlib: %s", e.what());
@@ -91,7 +92,8 @@ int h_add(sh_peer *p, uint64_t i, const float *vec)
 {
 	HnswPeer *h = cast(p);
 	try {
-		h->alg->addPoint(prep(h, vec, t_scratch), (hnswlib::labeltype)i);
+		h->alg->addPoint(prep(h, vec, t_scratch),
+				 (hnswlib::labeltype)i);
 		return 0;
 	} catch (const std::exception &e) {
 		t_err = std::string("hnswlib: ") + e.what();
@@ -121,8 +123,9 @@ int h_add_all(sh_peer *p, const float *base, size_t n, unsigned threads)
 			if (i >= n || failed.load())
 				return;
 			try {
-				h->alg->addPoint(prep(h, base + i * h->dim, buf),
-						 (hnswlib::labeltype)i);
+				h->alg->addPoint(
+				    prep(h, base + i * h->dim, buf),
+				    (hnswlib::labeltype)i);
 			} catch (const std::exception &e) {
 				std::lock_guard<std::mutex> g(mu);
 				if (!failed.exchange(true))
@@ -214,18 +217,18 @@ const char *h_errmsg(void)
 } // namespace
 
 extern "C" const sh_peer_ops sh_peer_hnswlib_ops = {
-	"hnswlib",
-	false,
-	"hnswlib 0.6.2: searchKnn(query, k) takes no filter functor "
-	"(added in 0.7.0); filtered search unsupported",
-	"hnswlib's own accounting: level-0 block + upper link lists + "
-	"per-element arrays",
-	h_create,
-	h_add,
-	h_add_all,
-	h_set_ef,
-	h_search,
-	h_mem_bytes,
-	h_free,
-	h_errmsg,
+    "hnswlib",
+    false,
+    "hnswlib 0.6.2: searchKnn(query, k) takes no filter functor "
+    "(added in 0.7.0); filtered search unsupported",
+    "hnswlib's own accounting: level-0 block + upper link lists + "
+    "per-element arrays",
+    h_create,
+    h_add,
+    h_add_all,
+    h_set_ef,
+    h_search,
+    h_mem_bytes,
+    h_free,
+    h_errmsg,
 };

@@ -48,20 +48,20 @@ typedef struct sh_peer_ops {
 	/* An empty index for up to max_n points, ids 0..max_n-1. NULL on
 	 * error, with a message in err. */
 	sh_peer *(*create)(uint32_t dim, int metric, uint32_t m, uint32_t efc,
-	                   uint64_t seed, size_t max_n, char *err,
-	                   size_t errlen);
+			   uint64_t seed, size_t max_n, char *err,
+			   size_t errlen);
 	/* Adds one point with id i (the base index). 0 or -1. */
 	int (*add)(sh_peer *p, uint64_t i, const float *vec);
 	/* Adds points 0..n-1 of base (n x dim, row-major) the engine's own
 	 * parallel way with `threads` threads. 0 or -1. */
 	int (*add_all)(sh_peer *p, const float *base, size_t n,
-	               unsigned threads);
+		       unsigned threads);
 	/* Search-time candidate list size. Not concurrent with search(). */
 	void (*set_ef)(sh_peer *p, size_t ef);
 	/* Up to k nearest base ids, closest first, into out_ids; *nout gets
 	 * the count. f may be NULL. Any number of threads at once. 0 or -1. */
 	int (*search)(sh_peer *p, const float *q, size_t k,
-	              const sh_peer_filter *f, int64_t *out_ids, size_t *nout);
+		      const sh_peer_filter *f, int64_t *out_ids, size_t *nout);
 	uint64_t (*mem_bytes)(const sh_peer *p);
 	void (*free)(sh_peer *p);
 	/* The last error of the calling thread ("" if none). */

@@ -114,7 +114,7 @@ static unsigned ncpus(void)
 
 /* Strict unsigned parse: digits only, in [min, max]. */
 static int parse_u64(const char *flag, const char *s, uint64_t min,
-                     uint64_t max, uint64_t *out)
+		     uint64_t max, uint64_t *out)
 {
 	char *end;
 	unsigned long long v;
@@ -228,7 +228,7 @@ struct gt_job {
 	const float *q;
 	size_t nq;
 	uint32_t dim;
-	bool dot;             /* distance -dot (ip, cosine on unit vectors) */
+	bool dot;	      /* distance -dot (ip, cosine on unit vectors) */
 	const uint8_t *allow; /* bitmap over base index; NULL = all */
 	size_t k;
 	int32_t *out;  /* nq x k */
@@ -300,8 +300,8 @@ static void *gt_thread(void *arg)
 
 /* Exact top-k of every query; out is nq x k, cnt per query. */
 static int exact_topk(const float *base, size_t nb, const float *q, size_t nq,
-                      uint32_t dim, bool dot, const uint8_t *allow, size_t k,
-                      int32_t *out, uint32_t *cnt)
+		      uint32_t dim, bool dot, const uint8_t *allow, size_t k,
+		      int32_t *out, uint32_t *cnt)
 {
 	struct gt_job j = {
 	    .base = base,
@@ -342,7 +342,7 @@ static int exact_topk(const float *base, size_t nb, const float *q, size_t nq,
 enum engine_kind { ENG_SHOAL, ENG_HNSWLIB, ENG_FAISS, ENG_COUNT };
 
 static const char *const engine_names[ENG_COUNT] = {"shoal", "hnswlib",
-                                                    "faiss"};
+						    "faiss"};
 static const char *const metric_names[] = {"l2", "ip", "cosine"};
 
 struct opts {
@@ -512,7 +512,7 @@ static int parse_efs(struct opts *o, const char *s)
 		memcpy(buf, p, len);
 		buf[len] = 0;
 		if (parse_u64("--ef", buf, 1, SH_HNSW_MAX_EF,
-		              &o->efs[o->nef]) != 0)
+			      &o->efs[o->nef]) != 0)
 			return -1;
 		o->nef++;
 		p += len;
@@ -693,7 +693,7 @@ static int load_gt_file(const struct opts *o, struct data *d)
 	int32_t *gt;
 
 	if (fv_read_ivecs(o->gt, d->nq, &gt, &n, &n_file, &dim, err,
-	                  sizeof(err))) {
+			  sizeof(err))) {
 		errf("%s", err);
 		return -1;
 	}
@@ -737,7 +737,7 @@ static int load_data(const struct opts *o, struct data *d)
 
 	memset(d, 0, sizeof(*d));
 	if (fv_read_fvecs(o->base, o->limit, &d->base, &d->nb, &nb_file,
-	                  &d->dim, err, sizeof(err))) {
+			  &d->dim, err, sizeof(err))) {
 		errf("%s", err);
 		return -1;
 	}
@@ -747,7 +747,7 @@ static int load_data(const struct opts *o, struct data *d)
 		goto bad;
 	}
 	if (fv_read_fvecs(o->queries, o->nq, &d->queries, &d->nq, &nq_file,
-	                  &qdim, err, sizeof(err))) {
+			  &qdim, err, sizeof(err))) {
 		errf("%s", err);
 		goto bad;
 	}
@@ -807,11 +807,11 @@ static int load_data(const struct opts *o, struct data *d)
 	d->gtcnt = xmalloc(d->nq, sizeof(uint32_t));
 	if (o->metric == SH_METRIC_COSINE)
 		exact_topk(d->nbase, d->nb, d->nqueries, d->nq, d->dim, true,
-		           d->allow, d->gtk, d->gt, d->gtcnt);
+			   d->allow, d->gtk, d->gt, d->gtcnt);
 	else
 		exact_topk(d->base, d->nb, d->queries, d->nq, d->dim,
-		           o->metric == SH_METRIC_IP, d->allow, d->gtk, d->gt,
-		           d->gtcnt);
+			   o->metric == SH_METRIC_IP, d->allow, d->gtk, d->gt,
+			   d->gtcnt);
 	return 0;
 bad:
 	free(labels);
@@ -861,7 +861,7 @@ static const float *engine_base_for_fetch(const struct engine *e)
 /* int8 storage: the float originals live outside the index (in the shard
  * node, in RocksDB; here, in the loaded base array). */
 static const float *shoal_fetch(void *ctx, uint32_t iid, const sh_pid *pid,
-                                float *scratch)
+				float *scratch)
 {
 	const struct engine *e = ctx;
 	uint32_t b;
@@ -905,7 +905,7 @@ static int shoal_build(struct engine *e)
 		uint32_t iid;
 
 		rc = sh_hnsw_upsert(e->h, &pid, d->base + i * d->dim, &iid,
-		                    NULL);
+				    NULL);
 		if (rc != SH_OK) {
 			errf("shoal: upsert of base vector %zu: %s", i,
 			     sh_strerror(rc));
@@ -913,8 +913,8 @@ static int shoal_build(struct engine *e)
 		}
 		if (iid >= e->niid) {
 			size_t nn = e->niid * 2 > (size_t)iid + 1
-			                ? e->niid * 2
-			                : (size_t)iid + 1;
+					? e->niid * 2
+					: (size_t)iid + 1;
 			uint32_t *m = realloc(e->iid2base, nn * sizeof(*m));
 
 			if (!m) {
@@ -940,7 +940,7 @@ static int shoal_build(struct engine *e)
 		for (size_t i = 0; i < d->nb; i++) {
 			if (bit_get(d->allow, i))
 				roaring_bitmap_add(e->allow_iids,
-				                   e->base2iid[i]);
+						   e->base2iid[i]);
 		}
 		e->filter.allow = e->allow_iids;
 	}
@@ -953,8 +953,8 @@ static int peer_build(struct engine *e)
 	char err[512] = "";
 
 	e->p = e->ops->create(d->dim, e->o->metric, (uint32_t)e->o->m,
-	                      (uint32_t)e->o->efc, e->o->seed, d->nb, err,
-	                      sizeof(err));
+			      (uint32_t)e->o->efc, e->o->seed, d->nb, err,
+			      sizeof(err));
 	if (!e->p) {
 		errf("%s: create: %s", e->name, err);
 		return -1;
@@ -994,19 +994,19 @@ static uint64_t engine_mem(const struct engine *e)
 
 /* One query; ids get base indices, closest first. */
 static int engine_search(struct engine *e, struct worker *w, const float *q,
-                         int64_t *ids, size_t *n)
+			 int64_t *ids, size_t *n)
 {
 	size_t k = e->o->k;
 
 	if (e->kind == ENG_SHOAL) {
 		sh_hnsw_search_stats st;
 		int rc = sh_hnsw_search(e->h, q, k, e->ef,
-		                        e->d->allow ? &e->filter : NULL,
-		                        w->hits, n, &st);
+					e->d->allow ? &e->filter : NULL,
+					w->hits, n, &st);
 
 		if (rc != SH_OK) {
 			snprintf(w->err, sizeof(w->err), "sh_hnsw_search: %s",
-			         sh_strerror(rc));
+				 sh_strerror(rc));
 			return -1;
 		}
 		if ((unsigned)st.plan < 3)
@@ -1018,7 +1018,7 @@ static int engine_search(struct engine *e, struct worker *w, const float *q,
 		return 0;
 	}
 	if (e->ops->search(e->p, q, k, e->d->allow ? &e->pfilter : NULL, ids,
-	                   n)) {
+			   n)) {
 		snprintf(w->err, sizeof(w->err), "%s", e->ops->errmsg());
 		return -1;
 	}
@@ -1198,7 +1198,7 @@ static double recall_of(const struct data *d, const int64_t *ids, size_t k)
 }
 
 static void print_error_line(const struct opts *o, const char *engine,
-                             const char *msg)
+			     const char *msg)
 {
 	printf("{\"engine\":\"%s\",\"quantize\":\"%s\",", engine,
 	       o->int8 && !strcmp(engine, "shoal") ? "int8" : "none");
@@ -1433,10 +1433,10 @@ static double rng_gauss(struct rng *r)
 
 struct gen_model {
 	uint32_t dim, nc;
-	float *centre;   /* nc x dim */
-	float *sigma;    /* nc */
-	double *cum;     /* cumulative cluster weights, nc */
-	uint8_t *label;  /* dominant label per cluster */
+	float *centre;	 /* nc x dim */
+	float *sigma;	 /* nc */
+	double *cum;	 /* cumulative cluster weights, nc */
+	uint8_t *label;	 /* dominant label per cluster */
 	float *dimscale; /* per-dimension scale (anisotropy) */
 };
 
@@ -1459,7 +1459,7 @@ static uint32_t gen_pick_cluster(const struct gen_model *g, struct rng *r)
 /* A point of a random cluster; its label is the cluster's with
  * probability 0.8, else uniform. */
 static void gen_points(const struct gen_model *g, struct rng *r, size_t n,
-                       float *out, uint8_t *labels)
+		       float *out, uint8_t *labels)
 {
 	for (size_t i = 0; i < n; i++) {
 		uint32_t c = gen_pick_cluster(g, r);
@@ -1468,7 +1468,7 @@ static void gen_points(const struct gen_model *g, struct rng *r, size_t n,
 
 		for (uint32_t j = 0; j < g->dim; j++)
 			v[j] = ctr[j] + (float)rng_gauss(r) * g->sigma[c] *
-			                    g->dimscale[j];
+					    g->dimscale[j];
 		if (rng_unif(r) < 0.8)
 			labels[i] = g->label[c];
 		else

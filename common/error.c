@@ -3,8 +3,8 @@
 const char *sh_strerror(int code)
 {
 	switch (code) {
-#define SH_ERR_MSG_(name, num, msg)                                              \
-	case num:                                                                \
+#define SH_ERR_MSG_(name, num, msg)                                            \
+	case num:                                                              \
 		return msg;
 		SH_ERRNO_MAP(SH_ERR_MSG_)
 #undef SH_ERR_MSG_
@@ -15,8 +15,8 @@ const char *sh_strerror(int code)
 const char *sh_errname(int code)
 {
 	switch (code) {
-#define SH_ERR_NAME_(name, num, msg)                                             \
-	case num:                                                                \
+#define SH_ERR_NAME_(name, num, msg)                                           \
+	case num:                                                              \
 		return #name;
 		SH_ERRNO_MAP(SH_ERR_NAME_)
 #undef SH_ERR_NAME_

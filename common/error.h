@@ -12,21 +12,21 @@
 #ifndef SH_ERROR_H
 #define SH_ERROR_H
 
-#define SH_ERRNO_MAP(X)                                                          \
-	X(OK, 0, "success")                                                      \
-	X(ENOMEM, 1, "out of memory")                                            \
-	X(EINVAL, 2, "invalid argument")                                         \
-	X(ENOTFOUND, 3, "not found")                                             \
-	X(EIO, 4, "input/output error")                                          \
-	X(ETIMEDOUT, 5, "timed out")                                             \
-	X(EEXIST, 6, "already exists")                                           \
-	X(EFULL, 7, "capacity exhausted")                                        \
-	X(ECORRUPT, 8, "corrupt or inconsistent data")                           \
-	X(EDIM, 9, "vector dimension does not match the collection")             \
-	X(ENAN, 10, "vector holds NaN or infinity")                              \
-	X(ETOOBIG, 11, "input exceeds a size limit")                             \
-	X(ESTALE, 12, "write ignored: a newer version is stored")                \
-	X(EUNSUPPORTED, 13, "operation not supported")                           \
+#define SH_ERRNO_MAP(X)                                                        \
+	X(OK, 0, "success")                                                    \
+	X(ENOMEM, 1, "out of memory")                                          \
+	X(EINVAL, 2, "invalid argument")                                       \
+	X(ENOTFOUND, 3, "not found")                                           \
+	X(EIO, 4, "input/output error")                                        \
+	X(ETIMEDOUT, 5, "timed out")                                           \
+	X(EEXIST, 6, "already exists")                                         \
+	X(EFULL, 7, "capacity exhausted")                                      \
+	X(ECORRUPT, 8, "corrupt or inconsistent data")                         \
+	X(EDIM, 9, "vector dimension does not match the collection")           \
+	X(ENAN, 10, "vector holds NaN or infinity")                            \
+	X(ETOOBIG, 11, "input exceeds a size limit")                           \
+	X(ESTALE, 12, "write ignored: a newer version is stored")              \
+	X(EUNSUPPORTED, 13, "operation not supported")                         \
 	X(EBUSY, 14, "resource busy")
 
 typedef enum sh_err {

@@ -21,8 +21,8 @@
 
 /* Sixteen int32s: eight -1 then eight 0; loading 8 of them at offset 8 - r
  * gives a mask with the first r lanes set. */
-static const int32_t tail_mask[16] = { -1, -1, -1, -1, -1, -1, -1, -1,
-				       0,  0,  0,  0,  0,  0,  0,  0 };
+static const int32_t tail_mask[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
+				      0,  0,  0,  0,  0,  0,  0,  0};
 
 static inline __m256i first_lanes(size_t r)
 {
@@ -31,8 +31,8 @@ static inline __m256i first_lanes(size_t r)
 
 static inline float hsum_ps(__m256 v)
 {
-	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v),
-			      _mm256_extractf128_ps(v, 1));
+	__m128 s =
+	    _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
 
 	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
 	s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -83,8 +83,8 @@ static float l2sq_f32(const float *a, const float *b, size_t n)
 
 		s1 = _mm256_fmadd_ps(d, d, s1);
 	}
-	return hsum_ps(_mm256_add_ps(_mm256_add_ps(s0, s1),
-				     _mm256_add_ps(s2, s3)));
+	return hsum_ps(
+	    _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
 }
 
 static float dot_f32(const float *a, const float *b, size_t n)
@@ -112,8 +112,8 @@ static float dot_f32(const float *a, const float *b, size_t n)
 		s1 = _mm256_fmadd_ps(_mm256_maskload_ps(a + i, m),
 				     _mm256_maskload_ps(b + i, m), s1);
 	}
-	return hsum_ps(_mm256_add_ps(_mm256_add_ps(s0, s1),
-				     _mm256_add_ps(s2, s3)));
+	return hsum_ps(
+	    _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
 }
 
 /*
@@ -211,11 +211,11 @@ static uint32_t dot_u8(const uint8_t *a, const uint8_t *b, size_t n)
 }
 
 const sh_kernels sh_kernels_avx2_table = {
-	.name = "avx2",
-	.l2sq_f32 = l2sq_f32,
-	.dot_f32 = dot_f32,
-	.dot_i8 = dot_i8,
-	.l2sq_i8 = l2sq_i8,
-	.dot_u8i8 = dot_u8i8,
-	.dot_u8 = dot_u8,
+    .name = "avx2",
+    .l2sq_f32 = l2sq_f32,
+    .dot_f32 = dot_f32,
+    .dot_i8 = dot_i8,
+    .l2sq_i8 = l2sq_i8,
+    .dot_u8i8 = dot_u8i8,
+    .dot_u8 = dot_u8,
 };

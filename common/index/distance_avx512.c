@@ -75,8 +75,8 @@ static float l2sq_f32(const float *a, const float *b, size_t n)
 
 		s1 = _mm512_fmadd_ps(d, d, s1);
 	}
-	return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1),
-						  _mm512_add_ps(s2, s3)));
+	return _mm512_reduce_add_ps(
+	    _mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
 }
 
 static float dot_f32(const float *a, const float *b, size_t n)
@@ -104,8 +104,8 @@ static float dot_f32(const float *a, const float *b, size_t n)
 		s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i),
 				     _mm512_maskz_loadu_ps(m, b + i), s1);
 	}
-	return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1),
-						  _mm512_add_ps(s2, s3)));
+	return _mm512_reduce_add_ps(
+	    _mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
 }
 
 static int32_t dot_u8i8(const uint8_t *a, const int8_t *b, size_t n)
@@ -178,22 +178,22 @@ int_kernel(const void *va, const void *vb, size_t n, enum int_op op)
 	size_t i = 0;
 
 	for (; i + 64 <= n; i += 64) {
-		s0 = _mm512_add_epi32(s0, int_step(load32(a + i),
-						   load32(b + i), op));
-		s1 = _mm512_add_epi32(s1, int_step(load32(a + i + 32),
-						   load32(b + i + 32), op));
+		s0 = _mm512_add_epi32(
+		    s0, int_step(load32(a + i), load32(b + i), op));
+		s1 = _mm512_add_epi32(
+		    s1, int_step(load32(a + i + 32), load32(b + i + 32), op));
 	}
 	if (i + 32 <= n) {
-		s0 = _mm512_add_epi32(s0, int_step(load32(a + i),
-						   load32(b + i), op));
+		s0 = _mm512_add_epi32(
+		    s0, int_step(load32(a + i), load32(b + i), op));
 		i += 32;
 	}
 	if (i < n) {
 		__mmask32 m = (__mmask32)((1ull << (n - i)) - 1); /* n-i < 32 */
 
 		s1 = _mm512_add_epi32(
-			s1, int_step(_mm256_maskz_loadu_epi8(m, a + i),
-				     _mm256_maskz_loadu_epi8(m, b + i), op));
+		    s1, int_step(_mm256_maskz_loadu_epi8(m, a + i),
+				 _mm256_maskz_loadu_epi8(m, b + i), op));
 	}
 	return hsum_epi32(_mm512_add_epi32(s0, s1));
 }
@@ -214,11 +214,11 @@ static uint32_t dot_u8(const uint8_t *a, const uint8_t *b, size_t n)
 }
 
 const sh_kernels sh_kernels_avx512_table = {
-	.name = "avx512",
-	.l2sq_f32 = l2sq_f32,
-	.dot_f32 = dot_f32,
-	.dot_i8 = dot_i8,
-	.l2sq_i8 = l2sq_i8,
-	.dot_u8i8 = dot_u8i8,
-	.dot_u8 = dot_u8,
+    .name = "avx512",
+    .l2sq_f32 = l2sq_f32,
+    .dot_f32 = dot_f32,
+    .dot_i8 = dot_i8,
+    .l2sq_i8 = l2sq_i8,
+    .dot_u8i8 = dot_u8i8,
+    .dot_u8 = dot_u8,
 };

@@ -12,6 +12,6 @@
 #include "distance.h"
 
 extern const sh_kernels sh_kernels_scalar_table, sh_kernels_avx2_table,
-	sh_kernels_avx512_table;
+    sh_kernels_avx512_table;
 
 #endif

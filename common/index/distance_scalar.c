@@ -93,11 +93,11 @@ static uint32_t dot_u8(const uint8_t *a, const uint8_t *b, size_t n)
 }
 
 const sh_kernels sh_kernels_scalar_table = {
-	.name = "scalar",
-	.l2sq_f32 = l2sq_f32,
-	.dot_f32 = dot_f32,
-	.dot_i8 = dot_i8,
-	.l2sq_i8 = l2sq_i8,
-	.dot_u8i8 = dot_u8i8,
-	.dot_u8 = dot_u8,
+    .name = "scalar",
+    .l2sq_f32 = l2sq_f32,
+    .dot_f32 = dot_f32,
+    .dot_i8 = dot_i8,
+    .l2sq_i8 = l2sq_i8,
+    .dot_u8i8 = dot_u8i8,
+    .dot_u8 = dot_u8,
 };

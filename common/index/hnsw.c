@@ -84,7 +84,7 @@ int hnsw_visited_begin(struct tls *t, size_t n)
 	return SH_OK;
 }
 
-/* ---- Vector checks -------------------------------------------------------- */
+/* ---- Vector checks ------------------------------------------------------- */
 
 int hnsw_check_vector(const float *v, uint32_t dim)
 {
@@ -93,7 +93,6 @@ int hnsw_check_vector(const float *v, uint32_t dim)
 			return SH_ENAN;
 	return SH_OK;
 }
-
 
 int hnsw_normalise(const float *in, float *out, uint32_t dim)
 {
@@ -138,8 +137,8 @@ int sh_hnsw_new(const sh_hnsw_params *p, sh_hnsw **out)
 		h->p.ef_search = 64;
 	h->k = sh_kernels_get();
 	h->m0 = 2 * p->m;
-	h->vec_bytes = p->storage == SH_STORAGE_INT8 ? p->dim
-						      : p->dim * sizeof(float);
+	h->vec_bytes =
+	    p->storage == SH_STORAGE_INT8 ? p->dim : p->dim * sizeof(float);
 	size_t hdr = OFF_LINKS + (size_t)h->m0 * sizeof(uint32_t);
 	if (p->storage == SH_STORAGE_INT8)
 		hdr += sizeof(sh_q8_meta);
@@ -222,8 +221,8 @@ void sh_hnsw_info_get(const sh_hnsw *h, sh_hnsw_info *out)
 			 h->capfree * sizeof(uint32_t);
 	out->mem_bytes += h->nstr * sizeof(sh_pid);
 	out->entry = (uint32_t)h->entry;
-	out->max_level = out->entry == SH_IID_NONE ? 0 : (uint32_t)(h->entry >> 32);
+	out->max_level =
+	    out->entry == SH_IID_NONE ? 0 : (uint32_t)(h->entry >> 32);
 	out->kernels = h->k->name;
 	pthread_mutex_unlock(&w->wlock);
 }
-

@@ -89,13 +89,13 @@ typedef enum sh_storage {
 } sh_storage;
 
 typedef struct sh_hnsw_params {
-	uint32_t dim;             /* 1..SH_HNSW_MAX_DIM */
+	uint32_t dim; /* 1..SH_HNSW_MAX_DIM */
 	sh_metric metric;
 	sh_storage storage;
-	uint32_t m;               /* links per node above level 0; 2*m at 0 */
+	uint32_t m;		  /* links per node above level 0; 2*m at 0 */
 	uint32_t ef_construction; /* candidate list size while inserting */
-	uint32_t ef_search;       /* default ef when a search passes 0 */
-	uint64_t seed;            /* level generator seed (reproducible builds) */
+	uint32_t ef_search;	  /* default ef when a search passes 0 */
+	uint64_t seed; /* level generator seed (reproducible builds) */
 } sh_hnsw_params;
 
 /* M=16, ef_construction=200, ef_search=64, L2, f32, seed 42. */
@@ -103,7 +103,7 @@ void sh_hnsw_params_default(sh_hnsw_params *p, uint32_t dim);
 
 typedef struct sh_hnsw sh_hnsw;
 
-/* ---- Lifecycle ---------------------------------------------------------- */
+/* ---- Lifecycle ----------------------------------------------------------- */
 
 /* Creates an empty index. Returns SH_OK, SH_EINVAL for bad parameters or
  * SH_ENOMEM. *out is owned by the caller: free with sh_hnsw_free(). */
@@ -117,11 +117,11 @@ const sh_hnsw_params *sh_hnsw_params_of(const sh_hnsw *h);
 /* ---- The change log ------------------------------------------------------ */
 
 typedef enum sh_hnsw_change_kind {
-	SH_CHANGE_NODE = 1,      /* iid, pid, level, tombstone, vec */
-	SH_CHANGE_LINKS = 2,     /* iid, level, links, nlinks */
+	SH_CHANGE_NODE = 1,	 /* iid, pid, level, tombstone, vec */
+	SH_CHANGE_LINKS = 2,	 /* iid, level, links, nlinks */
 	SH_CHANGE_TOMBSTONE = 3, /* iid */
-	SH_CHANGE_FREE = 4,      /* iid */
-	SH_CHANGE_ENTRY = 5,     /* iid (SH_IID_NONE: empty graph), level */
+	SH_CHANGE_FREE = 4,	 /* iid */
+	SH_CHANGE_ENTRY = 5,	 /* iid (SH_IID_NONE: empty graph), level */
 } sh_hnsw_change_kind;
 
 typedef struct sh_hnsw_change {
@@ -159,7 +159,7 @@ typedef const float *(*sh_hnsw_fetch_fn)(void *ctx, uint32_t iid,
  * candidates of each search are re-ranked with exact float distances. */
 void sh_hnsw_set_fetch_fn(sh_hnsw *h, sh_hnsw_fetch_fn fn, void *ctx);
 
-/* ---- Writes (one writer at a time; see above) ----------------------------- */
+/* ---- Writes (one writer at a time; see above) ---------------------------- */
 
 /* Inserts a point, or replaces the vector of an existing one (the point gets
  * a new iid; the old iid is tombstoned). vec has dim floats, copied.
@@ -175,7 +175,7 @@ int sh_hnsw_upsert(sh_hnsw *h, const sh_pid *pid, const float *vec,
 int sh_hnsw_delete(sh_hnsw *h, const sh_pid *pid, uint32_t *iid_out);
 
 typedef struct sh_hnsw_vacuum_stats {
-	uint32_t freed;    /* tombstoned nodes unlinked and freed */
+	uint32_t freed;	   /* tombstoned nodes unlinked and freed */
 	uint32_t repaired; /* live nodes whose links were rewritten */
 } sh_hnsw_vacuum_stats;
 
@@ -199,7 +199,7 @@ typedef bool (*sh_hnsw_filter_fn)(void *ctx, uint32_t iid);
  * set a point must pass both. Points that fail still route the search. */
 typedef struct sh_hnsw_filter {
 	const roaring_bitmap_t *allow; /* iids allowed; NULL = no bitmap */
-	sh_hnsw_filter_fn fn;          /* called per candidate; NULL = none */
+	sh_hnsw_filter_fn fn;	       /* called per candidate; NULL = none */
 	void *ctx;
 	/* For fn-only filters: the caller's estimate of how many points pass
 	 * (0 = unknown, assume all). With a bitmap the index counts itself. */
@@ -211,9 +211,9 @@ typedef struct sh_hnsw_filter {
 } sh_hnsw_filter;
 
 typedef enum sh_hnsw_plan {
-	SH_PLAN_GRAPH = 0,          /* plain HNSW search */
+	SH_PLAN_GRAPH = 0,	    /* plain HNSW search */
 	SH_PLAN_FILTERED_GRAPH = 1, /* HNSW, failing points route only */
-	SH_PLAN_EXACT_SCAN = 2,     /* brute force over the passing set */
+	SH_PLAN_EXACT_SCAN = 2,	    /* brute force over the passing set */
 } sh_hnsw_plan;
 
 const char *sh_hnsw_plan_name(sh_hnsw_plan p);
@@ -221,14 +221,14 @@ const char *sh_hnsw_plan_name(sh_hnsw_plan p);
 typedef struct sh_hnsw_search_stats {
 	sh_hnsw_plan plan;
 	uint64_t est_pass;  /* estimated passing points the planner used */
-	uint64_t ndist;     /* distances computed */
+	uint64_t ndist;	    /* distances computed */
 	uint64_t nrescored; /* float rescoring fetches (int8 storage) */
-	bool fallback;      /* a filtered graph walk ran past the cost of an
+	bool fallback;	    /* a filtered graph walk ran past the cost of an
 			       exact scan and was replaced by one */
 } sh_hnsw_search_stats;
 
 typedef struct sh_hnsw_hit {
-	float dist;   /* see sh_metric; smaller is closer */
+	float dist; /* see sh_metric; smaller is closer */
 	uint32_t iid;
 	sh_pid pid;
 } sh_hnsw_hit;
@@ -250,13 +250,13 @@ int sh_hnsw_exact(const sh_hnsw *h, const float *q, size_t k,
 		  const sh_hnsw_filter *f, sh_hnsw_hit *out, size_t *nout);
 
 typedef struct sh_hnsw_info {
-	uint64_t live;       /* points that searches can return */
+	uint64_t live;	     /* points that searches can return */
 	uint64_t tombstones; /* dead nodes waiting for vacuum */
-	uint64_t nodes;      /* iids in use (live + tombstones) */
+	uint64_t nodes;	     /* iids in use (live + tombstones) */
 	uint64_t capacity;   /* iids allocated */
 	uint64_t mem_bytes;  /* bytes held by the index */
 	uint32_t max_level;
-	uint32_t entry;      /* SH_IID_NONE when empty */
+	uint32_t entry;	     /* SH_IID_NONE when empty */
 	const char *kernels; /* distance kernel table in use */
 } sh_hnsw_info;
 

@@ -59,7 +59,7 @@
 struct nodedir {
 	struct rcu_head rcu;
 	uint32_t nchunks; /* chunks in use */
-	uint32_t cap;     /* slots in chunk[] */
+	uint32_t cap;	  /* slots in chunk[] */
 	char *chunk[];
 };
 
@@ -71,7 +71,7 @@ struct nodedir {
 
 struct idmap {
 	uint64_t *e;
-	size_t cap; /* power of two */
+	size_t cap;  /* power of two */
 	size_t used; /* live + dead entries */
 	size_t live;
 };
@@ -79,43 +79,43 @@ struct idmap {
 struct sh_hnsw {
 	sh_hnsw_params p;
 	const sh_kernels *k;
-	uint32_t m0;        /* level-0 capacity: 2M */
-	size_t stride;      /* bytes per node block */
-	size_t vec_off;     /* offset of the vector or codes */
-	size_t vec_bytes;   /* 4 * dim or dim */
-	double level_mult;  /* 1 / ln(M) */
+	uint32_t m0;	   /* level-0 capacity: 2M */
+	size_t stride;	   /* bytes per node block */
+	size_t vec_off;	   /* offset of the vector or codes */
+	size_t vec_bytes;  /* 4 * dim or dim */
+	double level_mult; /* 1 / ln(M) */
 
 	/* Published to readers. */
-	struct nodedir *dir;        /* rcu_assign_pointer / rcu_dereference */
-	uint64_t entry;             /* (level << 32) | iid, atomic */
-	uint64_t ntomb;             /* tombstoned nodes, atomic */
-	uint64_t nlive;             /* atomic */
+	struct nodedir *dir; /* rcu_assign_pointer / rcu_dereference */
+	uint64_t entry;	     /* (level << 32) | iid, atomic */
+	uint64_t ntomb;	     /* tombstoned nodes, atomic */
+	uint64_t nlive;	     /* atomic */
 	sh_hnsw_fetch_fn fetch;
 	void *fetch_ctx;
 
 	/* Writer state: everything below is owned by whoever holds wlock. */
 	pthread_mutex_t wlock;
-	uint32_t next;         /* iids [0, next) have been handed out */
-	uint32_t *freelist;    /* iids ready for reuse */
+	uint32_t next;	    /* iids [0, next) have been handed out */
+	uint32_t *freelist; /* iids ready for reuse */
 	size_t nfree, capfree;
 	struct idmap map;
 	uint64_t rng;
-	uint64_t upper_bytes;  /* heap bytes of upper link lists */
-	uint64_t nstr;         /* nodes holding a heap string id */
+	uint64_t upper_bytes; /* heap bytes of upper link lists */
+	uint64_t nstr;	      /* nodes holding a heap string id */
 	sh_hnsw_change_fn change_fn;
 	void *change_ctx;
 	bool loading;
 	/* Change log of the mutation in progress. */
 	sh_hnsw_change *chg;
 	size_t nchg, capchg;
-	uint32_t *chgbuf;      /* link copies the LINKS records point into */
+	uint32_t *chgbuf; /* link copies the LINKS records point into */
 	size_t chgneed, capchgbuf;
-	uint64_t *touched;     /* (iid << 8 | level) touched, deduplicated */
+	uint64_t *touched; /* (iid << 8 | level) touched, deduplicated */
 	size_t ntouched, captouched;
-	float *wvec;           /* writer scratch: normalised vector */
+	float *wvec; /* writer scratch: normalised vector */
 };
 
-/* ---- Node access -------------------------------------------------------- */
+/* ---- Node access --------------------------------------------------------- */
 
 static inline size_t round_up(size_t x, size_t a)
 {
@@ -186,8 +186,8 @@ static inline uint32_t level_cap(const sh_hnsw *h, uint32_t l)
 	return l == 0 ? h->m0 : h->p.m;
 }
 
-static inline const char *node_at(const sh_hnsw *h,
-				  const struct nodedir **dp, uint32_t iid)
+static inline const char *node_at(const sh_hnsw *h, const struct nodedir **dp,
+				  uint32_t iid)
 {
 	const struct nodedir *d = *dp;
 	uint32_t c = iid >> SH_CHUNK_SHIFT;
@@ -260,10 +260,10 @@ static inline void prefetch_vector(const sh_hnsw *h, const char *node)
  * out (room for cnt) and prefetches their vectors. Iids beyond the visited
  * set (nodes linked after the search began) are skipped. Returns how many. */
 static inline size_t gather_unvisited(const sh_hnsw *h,
-				      const struct nodedir **dp,
-				      uint16_t *tags, size_t ntags,
-				      uint16_t tag, const uint32_t *ids,
-				      uint32_t cnt, uint32_t *out)
+				      const struct nodedir **dp, uint16_t *tags,
+				      size_t ntags, uint16_t tag,
+				      const uint32_t *ids, uint32_t cnt,
+				      uint32_t *out)
 {
 	size_t nu = 0;
 	for (uint32_t i = 0; i < cnt; i++) {
@@ -296,7 +296,6 @@ struct tls {
 	void *buf[B_COUNT];
 	size_t bufcap[B_COUNT];
 };
-
 
 /* ---- Distances ----------------------------------------------------------- */
 
@@ -333,7 +332,8 @@ static inline float dist_nodes(const sh_hnsw *h, const char *a, const char *b)
 	size_t d = h->p.dim;
 	if (h->p.storage == SH_STORAGE_INT8) {
 		const sh_q8_meta *ma = node_meta(h, a), *mb = node_meta(h, b);
-		uint32_t raw = h->k->dot_u8(node_codes(h, a), node_codes(h, b), d);
+		uint32_t raw =
+		    h->k->dot_u8(node_codes(h, a), node_codes(h, b), d);
 		float dot = sh_q8_dot_pair(raw, ma, mb, d);
 		if (h->p.metric == SH_METRIC_L2) {
 			float r = ma->norm2 + mb->norm2 - 2.0f * dot;
@@ -462,11 +462,11 @@ uint32_t hnsw_map_get(const sh_hnsw *h, const sh_pid *pid);
 void hnsw_map_put(sh_hnsw *h, const sh_pid *pid, uint32_t iid);
 int hnsw_map_reserve(sh_hnsw *h);
 int hnsw_ensure_capacity(sh_hnsw *h, uint32_t iid);
-int hnsw_node_init(sh_hnsw *h, uint32_t iid, const sh_pid *pid,
-		   uint32_t level, bool tomb, const float *vec);
+int hnsw_node_init(sh_hnsw *h, uint32_t iid, const sh_pid *pid, uint32_t level,
+		   bool tomb, const float *vec);
 void hnsw_node_release(sh_hnsw *h, uint32_t iid);
-void hnsw_write_list(sh_hnsw *h, uint32_t iid, uint32_t l,
-		     const uint32_t *ids, uint32_t n);
+void hnsw_write_list(sh_hnsw *h, uint32_t iid, uint32_t l, const uint32_t *ids,
+		     uint32_t n);
 
 /* hnsw_load.c */
 int hnsw_validate_locked(sh_hnsw *h, char *err, size_t errlen);

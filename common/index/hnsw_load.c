@@ -24,8 +24,8 @@ int sh_hnsw_dump(sh_hnsw *h, sh_hnsw_change_fn fn, void *ctx)
 		sh_pid pid;
 		node_pid(n, &pid);
 		if (h->p.storage == SH_STORAGE_INT8)
-			sh_q8_decode(node_codes(h, n), node_meta(h, n), h->p.dim,
-				     vec);
+			sh_q8_decode(node_codes(h, n), node_meta(h, n),
+				     h->p.dim, vec);
 		else
 			memcpy(vec, node_vec(h, n), h->vec_bytes);
 		sh_hnsw_change c[SH_HNSW_MAX_LEVEL + 2];
@@ -49,8 +49,8 @@ int sh_hnsw_dump(sh_hnsw *h, sh_hnsw_change_fn fn, void *ctx)
 	sh_hnsw_change e = {.kind = SH_CHANGE_ENTRY,
 			    .iid = (uint32_t)h->entry,
 			    .level = (uint32_t)h->entry == SH_IID_NONE
-					     ? 0
-					     : (uint32_t)(h->entry >> 32)};
+					 ? 0
+					 : (uint32_t)(h->entry >> 32)};
 	fn(ctx, &e, 1);
 	pthread_mutex_unlock(&h->wlock);
 	free(vec);
@@ -59,12 +59,12 @@ int sh_hnsw_dump(sh_hnsw *h, sh_hnsw_change_fn fn, void *ctx)
 
 /* ---- Validation ---------------------------------------------------------- */
 
-#define FAIL(...)                                                                \
-	do {                                                                     \
-		if (err && errlen)                                               \
-			snprintf(err, errlen, __VA_ARGS__);                      \
-		rc = SH_ECORRUPT;                                                \
-		goto out;                                                        \
+#define FAIL(...)                                                              \
+	do {                                                                   \
+		if (err && errlen)                                             \
+			snprintf(err, errlen, __VA_ARGS__);                    \
+		rc = SH_ECORRUPT;                                              \
+		goto out;                                                      \
 	} while (0)
 
 int hnsw_validate_locked(sh_hnsw *h, char *err, size_t errlen)
@@ -88,29 +88,39 @@ int hnsw_validate_locked(sh_hnsw *h, char *err, size_t errlen)
 		for (uint32_t l = 0; l <= lv; l++) {
 			uint32_t *ids, cnt = *node_list(h, n, l, &ids);
 			if (cnt > level_cap(h, l))
-				FAIL("node %u level %u: %u links > cap", i, l, cnt);
+				FAIL("node %u level %u: %u links > cap", i, l,
+				     cnt);
 			for (uint32_t j = 0; j < cnt; j++) {
 				uint32_t t = ids[j];
 				if (t >= h->next)
-					FAIL("node %u level %u: link %u out of range", i, l, t);
+					FAIL("node %u level %u: link %u out of "
+					     "range",
+					     i, l, t);
 				if (t == i)
-					FAIL("node %u level %u: self link", i, l);
+					FAIL("node %u level %u: self link", i,
+					     l);
 				char *tn = wnode(h, t);
 				if (!(node_flags(tn) & NF_USED))
-					FAIL("node %u level %u: link to free %u", i, l, t);
+					FAIL(
+					    "node %u level %u: link to free %u",
+					    i, l, t);
 				if (node_level(tn) < l)
-					FAIL("node %u level %u: link to %u of level %u",
+					FAIL("node %u level %u: link to %u of "
+					     "level %u",
 					     i, l, t, node_level(tn));
 				for (uint32_t k2 = 0; k2 < j; k2++)
 					if (ids[k2] == t)
-						FAIL("node %u level %u: duplicate link %u", i, l, t);
+						FAIL("node %u level %u: "
+						     "duplicate link %u",
+						     i, l, t);
 			}
 		}
 		if (!(f & NF_TOMB)) {
 			sh_pid pid;
 			node_pid(n, &pid);
 			if (hnsw_map_get(h, &pid) != i)
-				FAIL("node %u: id table does not point back", i);
+				FAIL("node %u: id table does not point back",
+				     i);
 		}
 	}
 	if (live != h->nlive || tomb != h->ntomb)
@@ -150,7 +160,7 @@ int sh_hnsw_validate(sh_hnsw *h, char *err, size_t errlen)
 	return rc;
 }
 
-/* ---- Loader ---------------------------------------------------------------- */
+/* ---- Loader -------------------------------------------------------------- */
 
 int sh_hnsw_load_node(sh_hnsw *h, uint32_t iid, const sh_pid *pid,
 		      uint32_t level, bool tombstone, const float *vec)
@@ -161,7 +171,8 @@ int sh_hnsw_load_node(sh_hnsw *h, uint32_t iid, const sh_pid *pid,
 		return SH_EINVAL;
 	if (hnsw_check_vector(vec, h->p.dim))
 		return SH_EINVAL;
-	if (!hnsw_tls_get()) /* call_rcu (directory growth) needs a registered thread */
+	if (!hnsw_tls_get()) /* call_rcu (directory growth) needs a registered
+				thread */
 		return SH_ENOMEM;
 	pthread_mutex_lock(&h->wlock);
 	h->loading = true;
@@ -253,4 +264,3 @@ out:
 	pthread_mutex_unlock(&h->wlock);
 	return rc;
 }
-

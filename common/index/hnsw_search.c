@@ -8,7 +8,7 @@
 
 #include "../error.h"
 
-/* ---- Search ---------------------------------------------------------------- */
+/* ---- Search -------------------------------------------------------------- */
 
 /* Prepares q for searching: normalises for cosine, quantizes for int8.
  * *fq gets the float query the distances use (for rescoring). */
@@ -38,8 +38,8 @@ static int prepare_query(const sh_hnsw *h, struct tls *t, const float *q,
 
 /* Greedy descent through the upper levels down to level `stop`+1. */
 uint32_t hnsw_descend(const sh_hnsw *h, const struct nodedir **dp,
-			struct qctx *q, uint32_t ep, uint32_t top,
-			uint32_t stop, float *dep)
+		      struct qctx *q, uint32_t ep, uint32_t top, uint32_t stop,
+		      float *dep)
 {
 	const char *n = node_at(h, dp, ep);
 	float best = dist_q(h, q, n);
@@ -77,8 +77,8 @@ uint32_t hnsw_descend(const sh_hnsw *h, const struct nodedir **dp,
  * tombstones. Returns the pool size; pool[0..n) ascending.
  */
 static size_t search_pool(const sh_hnsw *h, const struct nodedir **dp,
-			  struct tls *t, struct qctx *q, uint32_t ep,
-			  float dep, size_t ef, cand *pool, uint8_t *checked)
+			  struct tls *t, struct qctx *q, uint32_t ep, float dep,
+			  size_t ef, cand *pool, uint8_t *checked)
 {
 	uint32_t unvis[2 * SH_HNSW_MAX_M];
 	size_t n = 0, cur = 0;
@@ -141,10 +141,10 @@ static size_t search_pool(const sh_hnsw *h, const struct nodedir **dp,
  * computed more than `budget` distances (0: no limit) without finishing.
  */
 size_t hnsw_search_heaps(const sh_hnsw *h, const struct nodedir **dp,
-			   struct tls *t, struct qctx *q, const uint32_t *eps,
-			   const float *deps, size_t neps, size_t ef,
-			   const struct elig *el, uint32_t level, uint64_t budget,
-			   cand **candp, size_t *candcap, cand *top)
+			 struct tls *t, struct qctx *q, const uint32_t *eps,
+			 const float *deps, size_t neps, size_t ef,
+			 const struct elig *el, uint32_t level, uint64_t budget,
+			 cand **candp, size_t *candcap, cand *top)
 {
 	uint16_t tag = t->epoch;
 	uint16_t *tags = t->tags;
@@ -187,8 +187,8 @@ size_t hnsw_search_heaps(const sh_hnsw *h, const struct nodedir **dp,
 		if (cnt > capl)
 			cnt = capl;
 		uint32_t unvis[2 * SH_HNSW_MAX_M];
-		size_t nu = gather_unvisited(h, dp, tags, ntags, tag, ids, cnt,
-					     unvis);
+		size_t nu =
+		    gather_unvisited(h, dp, tags, ntags, tag, ids, cnt, unvis);
 		for (size_t i = 0; i < nu; i++) {
 			uint32_t id = unvis[i];
 			const char *nn = node_at(h, dp, id);
@@ -217,7 +217,7 @@ size_t hnsw_search_heaps(const sh_hnsw *h, const struct nodedir **dp,
 	return nt;
 }
 
-/* ---- Planner and public search ------------------------------------------ */
+/* ---- Planner and public search ------------------------------------------- */
 
 const char *sh_hnsw_plan_name(sh_hnsw_plan p)
 {
@@ -231,7 +231,6 @@ const char *sh_hnsw_plan_name(sh_hnsw_plan p)
 	}
 	return "unknown";
 }
-
 
 /*
  * Estimates how many live points pass f and picks a plan. A filtered graph
@@ -276,8 +275,7 @@ static sh_hnsw_plan plan_search(const sh_hnsw *h, const sh_hnsw_filter *f,
  * upsert can make the old and the new node visible for an instant) and
  * filling out. Returns the count. */
 static size_t collect_hits(const sh_hnsw *h, const struct nodedir **dp,
-			   const cand *c, size_t nc, size_t k,
-			   sh_hnsw_hit *out)
+			   const cand *c, size_t nc, size_t k, sh_hnsw_hit *out)
 {
 	size_t n = 0;
 	for (size_t i = 0; i < nc && n < k; i++) {
@@ -324,7 +322,8 @@ static size_t rescore(const sh_hnsw *h, const struct nodedir **dp,
 			continue;
 		sh_pid pid;
 		node_pid(nn, &pid);
-		vp[i] = h->fetch(h->fetch_ctx, c[i].id, &pid, scratch + i * dim);
+		vp[i] =
+		    h->fetch(h->fetch_ctx, c[i].id, &pid, scratch + i * dim);
 		if (vp[i])
 			prefetch_l2(vp[i], dim * sizeof(float));
 	}
@@ -374,14 +373,15 @@ static size_t exact_scan(const sh_hnsw *h, const struct nodedir **dp,
 {
 	struct elig el = {f, filter_set(f)};
 	size_t nt = 0;
-	uint32_t next = __atomic_load_n(&((sh_hnsw *)h)->next, __ATOMIC_ACQUIRE);
+	uint32_t next =
+	    __atomic_load_n(&((sh_hnsw *)h)->next, __ATOMIC_ACQUIRE);
 	if (f && f->allow) {
 		roaring_uint32_iterator_t it;
 		uint32_t ids[SCAN_BATCH];
 		roaring_init_iterator(f->allow, &it);
 		for (;;) {
-			uint32_t n = roaring_read_uint32_iterator(&it, ids,
-								  SCAN_BATCH);
+			uint32_t n =
+			    roaring_read_uint32_iterator(&it, ids, SCAN_BATCH);
 			while (n > 0 && ids[n - 1] >= next)
 				n--; /* iids not handed out yet */
 			if (n == 0)
@@ -390,7 +390,9 @@ static size_t exact_scan(const sh_hnsw *h, const struct nodedir **dp,
 				prefetch_vector(h, node_at(h, dp, ids[i]));
 			for (uint32_t i = 0; i < n; i++) {
 				if (i + SCAN_AHEAD < n)
-					prefetch_vector(h, node_at(h, dp, ids[i + SCAN_AHEAD]));
+					prefetch_vector(
+					    h, node_at(h, dp,
+						       ids[i + SCAN_AHEAD]));
 				scan_one(h, dp, q, &el, ids[i], keep, top, &nt);
 			}
 		}
@@ -404,8 +406,7 @@ static size_t exact_scan(const sh_hnsw *h, const struct nodedir **dp,
 
 static int search_impl(const sh_hnsw *h, const float *qv, size_t k, size_t ef,
 		       const sh_hnsw_filter *f, bool force_exact,
-		       sh_hnsw_hit *out, size_t *nout,
-		       sh_hnsw_search_stats *st)
+		       sh_hnsw_hit *out, size_t *nout, sh_hnsw_search_stats *st)
 {
 	*nout = 0;
 	if (k == 0 || k > SH_HNSW_MAX_EF || ef > SH_HNSW_MAX_EF)
@@ -426,7 +427,8 @@ static int search_impl(const sh_hnsw *h, const float *qv, size_t k, size_t ef,
 	if (rc)
 		return rc;
 	sh_hnsw_search_stats s = {0};
-	s.plan = force_exact ? SH_PLAN_EXACT_SCAN : plan_search(h, f, ef, &s.est_pass);
+	s.plan = force_exact ? SH_PLAN_EXACT_SCAN
+			     : plan_search(h, f, ef, &s.est_pass);
 	bool quant = h->p.storage == SH_STORAGE_INT8;
 	bool resc = quant && h->fetch;
 	/* With rescoring the exact scan keeps ef candidates for re-ranking. */
@@ -463,7 +465,8 @@ static int search_impl(const sh_hnsw *h, const float *qv, size_t k, size_t ef,
 		bool fast = s.plan == SH_PLAN_GRAPH &&
 			    __atomic_load_n(&h->ntomb, __ATOMIC_RELAXED) == 0;
 		if (fast) {
-			cand *pool = hnsw_tls_buf(t, B_POOL, ef * (sizeof(cand) + 1) + 64);
+			cand *pool = hnsw_tls_buf(t, B_POOL,
+						  ef * (sizeof(cand) + 1) + 64);
 			if (!pool) {
 				urcu_memb_read_unlock();
 				return SH_ENOMEM;
@@ -476,15 +479,16 @@ static int search_impl(const sh_hnsw *h, const float *qv, size_t k, size_t ef,
 			struct elig el = {f, filter_set(f)};
 			cand *cq = t->buf[B_CAND];
 			/* A filter that passes points far from the query (one
-			 * correlated with the data) can send the graph walk much
-			 * further than its selectivity suggests: past the cost
-			 * of scanning the passing set, scan instead. */
-			uint64_t budget = s.plan == SH_PLAN_FILTERED_GRAPH &&
-						  !f->force_plan
-						  ? q.ndist + s.est_pass + 1
-						  : 0;
-			nres = hnsw_search_heaps(h, &d, t, &q, &ep, &dep, 1, ef, &el,
-					    0, budget, &cq, &candcap, top);
+			 * correlated with the data) can send the graph walk
+			 * much further than its selectivity suggests: past the
+			 * cost of scanning the passing set, scan instead. */
+			uint64_t budget =
+			    s.plan == SH_PLAN_FILTERED_GRAPH && !f->force_plan
+				? q.ndist + s.est_pass + 1
+				: 0;
+			nres = hnsw_search_heaps(h, &d, t, &q, &ep, &dep, 1, ef,
+						 &el, 0, budget, &cq, &candcap,
+						 top);
 			t->buf[B_CAND] = cq;
 			t->bufcap[B_CAND] = candcap * sizeof(cand);
 			if (nres == SIZE_MAX) {
@@ -537,7 +541,8 @@ int sh_hnsw_get_vector(const sh_hnsw *h, uint32_t iid, float *out)
 		return SH_ENOMEM;
 	urcu_memb_read_lock();
 	const struct nodedir *d = rcu_dereference(((sh_hnsw *)h)->dir);
-	uint32_t next = __atomic_load_n(&((sh_hnsw *)h)->next, __ATOMIC_ACQUIRE);
+	uint32_t next =
+	    __atomic_load_n(&((sh_hnsw *)h)->next, __ATOMIC_ACQUIRE);
 	if (iid < next && (iid >> SH_CHUNK_SHIFT) < d->nchunks) {
 		const char *n = node_at(h, &d, iid);
 		uint8_t fl = node_flags(n);
@@ -553,4 +558,3 @@ int sh_hnsw_get_vector(const sh_hnsw *h, uint32_t iid, float *out)
 	urcu_memb_read_unlock();
 	return rc;
 }
-

@@ -235,13 +235,14 @@ int hnsw_ensure_capacity(sh_hnsw *h, uint32_t iid)
 	while (c >= d->nchunks) {
 		if (d->nchunks == d->cap) {
 			uint32_t ncap = d->cap * 2;
-			struct nodedir *nd = malloc(sizeof(*nd) +
-						    ncap * sizeof(char *));
+			struct nodedir *nd =
+			    malloc(sizeof(*nd) + ncap * sizeof(char *));
 			if (!nd)
 				return SH_ENOMEM;
 			nd->nchunks = d->nchunks;
 			nd->cap = ncap;
-			memcpy(nd->chunk, d->chunk, d->nchunks * sizeof(char *));
+			memcpy(nd->chunk, d->chunk,
+			       d->nchunks * sizeof(char *));
 			rcu_assign_pointer(h->dir, nd);
 			urcu_memb_call_rcu(&d->rcu, free_dir_cb);
 			d = nd;
@@ -262,8 +263,8 @@ int hnsw_ensure_capacity(sh_hnsw *h, uint32_t iid)
 }
 
 /* Writes a node block for iid (not yet reachable). */
-int hnsw_node_init(sh_hnsw *h, uint32_t iid, const sh_pid *pid,
-		     uint32_t level, bool tomb, const float *vec)
+int hnsw_node_init(sh_hnsw *h, uint32_t iid, const sh_pid *pid, uint32_t level,
+		   bool tomb, const float *vec)
 {
 	char *n = wnode(h, iid);
 	uint32_t *upper = NULL;
@@ -279,7 +280,8 @@ int hnsw_node_init(sh_hnsw *h, uint32_t iid, const sh_pid *pid,
 		spid = malloc(sizeof(*spid));
 		if (!spid) {
 			if (upper)
-				h->upper_bytes -= (size_t)level * (h->p.m + 1) * 4;
+				h->upper_bytes -=
+				    (size_t)level * (h->p.m + 1) * 4;
 			free(upper);
 			return SH_ENOMEM;
 		}
@@ -292,8 +294,9 @@ int hnsw_node_init(sh_hnsw *h, uint32_t iid, const sh_pid *pid,
 	memcpy(n + OFF_LABEL, &lab, sizeof(lab));
 	memcpy(n + OFF_UPPER, &upper, sizeof(upper));
 	if (h->p.storage == SH_STORAGE_INT8)
-		sh_q8_encode(vec, h->p.dim, (uint8_t *)(n + h->vec_off),
-			     (sh_q8_meta *)(n + h->vec_off - sizeof(sh_q8_meta)));
+		sh_q8_encode(
+		    vec, h->p.dim, (uint8_t *)(n + h->vec_off),
+		    (sh_q8_meta *)(n + h->vec_off - sizeof(sh_q8_meta)));
 	else
 		memcpy(n + h->vec_off, vec, h->vec_bytes);
 	uint8_t fl = NF_USED | (spid ? NF_STR : 0) | (tomb ? NF_TOMB : 0);
@@ -377,8 +380,8 @@ static size_t select_heuristic(const sh_hnsw *h, cand *c, size_t n, size_t m)
 
 /* Replaces list (iid, l) by ids: iids first, then the count, each store
  * atomic, so readers see old or new entries, all valid. */
-void hnsw_write_list(sh_hnsw *h, uint32_t iid, uint32_t l,
-		       const uint32_t *ids, uint32_t n)
+void hnsw_write_list(sh_hnsw *h, uint32_t iid, uint32_t l, const uint32_t *ids,
+		     uint32_t n)
 {
 	char *nd = wnode(h, iid);
 	uint32_t *dst, *cnt = node_list(h, nd, l, &dst);
@@ -423,8 +426,7 @@ static int add_link(sh_hnsw *h, uint32_t iid, uint32_t l, uint32_t add,
 }
 
 /* Links node iid (already written, level `level`) into the graph. */
-static int link_node(sh_hnsw *h, uint32_t iid, uint32_t level,
-		     uint32_t exclude)
+static int link_node(sh_hnsw *h, uint32_t iid, uint32_t level, uint32_t exclude)
 {
 	uint64_t entry = h->entry;
 	uint32_t ep = (uint32_t)entry, top = (uint32_t)(entry >> 32);
@@ -445,7 +447,8 @@ static int link_node(sh_hnsw *h, uint32_t iid, uint32_t level,
 	int8_t *codes = NULL;
 	if (h->p.storage == SH_STORAGE_INT8) {
 		/* query with the stored codes: shift to signed */
-		codes = hnsw_tls_buf(t, B_QUERY, h->p.dim * sizeof(float) + h->p.dim + 64);
+		codes = hnsw_tls_buf(t, B_QUERY,
+				     h->p.dim * sizeof(float) + h->p.dim + 64);
 		if (!codes)
 			return SH_ENOMEM;
 		const uint8_t *c = node_codes(h, me);
@@ -462,7 +465,8 @@ static int link_node(sh_hnsw *h, uint32_t iid, uint32_t level,
 	if (!hnsw_tls_buf(t, B_CAND, capc * sizeof(cand)))
 		return SH_ENOMEM;
 	capc = t->bufcap[B_CAND] / sizeof(cand);
-	cand *top_heap = hnsw_tls_buf(t, B_TOP, (ef + 2 * h->m0 + 2) * sizeof(cand));
+	cand *top_heap =
+	    hnsw_tls_buf(t, B_TOP, (ef + 2 * h->m0 + 2) * sizeof(cand));
 	cand *scratch = hnsw_tls_buf(t, B_POOL, (2 * h->m0 + 2) * sizeof(cand));
 	if (!top_heap || !scratch)
 		return SH_ENOMEM;
@@ -492,9 +496,9 @@ static int link_node(sh_hnsw *h, uint32_t iid, uint32_t level,
 			goto out;
 		}
 		cand *cq = t->buf[B_CAND];
-		size_t nt = hnsw_search_heaps(h, &d, t, &q, cur_eps, cur_deps, ncur,
-					 ef, NULL, (uint32_t)l, 0, &cq, &capc,
-					 top_heap);
+		size_t nt = hnsw_search_heaps(h, &d, t, &q, cur_eps, cur_deps,
+					      ncur, ef, NULL, (uint32_t)l, 0,
+					      &cq, &capc, top_heap);
 		t->buf[B_CAND] = cq;
 		t->bufcap[B_CAND] = capc * sizeof(cand);
 		qsort(top_heap, nt, sizeof(cand), cand_cmp);
@@ -643,8 +647,7 @@ out:
 	return rc;
 }
 
-/* ---- Vacuum --------------------------------------------------------------- */
-
+/* ---- Vacuum -------------------------------------------------------------- */
 
 static int cand_push(cand **bufp, size_t *capp, size_t *n, uint32_t id)
 {
@@ -726,7 +729,8 @@ int sh_hnsw_vacuum(sh_hnsw *h, sh_hnsw_vacuum_stats *st)
 		if ((f & NF_USED) && (f & NF_TOMB)) {
 			if (ndead == capdead) {
 				capdead = capdead ? capdead * 2 : 256;
-				uint32_t *nd = realloc(dead, capdead * sizeof(*nd));
+				uint32_t *nd =
+				    realloc(dead, capdead * sizeof(*nd));
 				if (!nd) {
 					rc = SH_ENOMEM;
 					goto out;
@@ -821,4 +825,3 @@ out:
 		*st = s;
 	return rc;
 }
-

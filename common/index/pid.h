@@ -23,9 +23,9 @@
 enum { SH_PID_U64 = 0, SH_PID_STR = 1 };
 
 typedef struct sh_pid {
-	uint8_t kind; /* SH_PID_U64 or SH_PID_STR */
-	uint8_t len;  /* string length in bytes (SH_PID_STR only) */
-	uint64_t num; /* the integer (SH_PID_U64 only) */
+	uint8_t kind;		  /* SH_PID_U64 or SH_PID_STR */
+	uint8_t len;		  /* string length in bytes (SH_PID_STR only) */
+	uint64_t num;		  /* the integer (SH_PID_U64 only) */
 	char str[SH_PID_MAX_STR]; /* not NUL-terminated when len == 64 */
 } sh_pid;
 

@@ -36,8 +36,7 @@ void sh_q8_decode(const uint8_t *codes, const sh_q8_meta *m, size_t d,
 		out[i] = m->lo + m->step * codes[i];
 }
 
-void sh_q8_encode_query(const float *x, size_t d, int8_t *qcodes,
-			sh_q8_meta *m)
+void sh_q8_encode_query(const float *x, size_t d, int8_t *qcodes, sh_q8_meta *m)
 {
 	/* Encode in place as unsigned, then shift: same bytes, no scratch. */
 	uint8_t *u = (uint8_t *)qcodes;

@@ -50,15 +50,18 @@ static inline float sh_q8_dot_query(int32_t raw, const sh_q8_meta *x,
 				    const sh_q8_meta *q, size_t d)
 {
 	double cc = (double)raw + 128.0 * (double)x->sum;
-	return (float)((double)d * x->lo * q->lo + (double)x->lo * q->step * q->sum +
-		       (double)q->lo * x->step * x->sum + (double)x->step * q->step * cc);
+	return (float)((double)d * x->lo * q->lo +
+		       (double)x->lo * q->step * q->sum +
+		       (double)q->lo * x->step * x->sum +
+		       (double)x->step * q->step * cc);
 }
 
 /* dot(x, y) of two stored vectors, from raw = dot_u8(codes_x, codes_y). */
 static inline float sh_q8_dot_pair(uint32_t raw, const sh_q8_meta *x,
 				   const sh_q8_meta *y, size_t d)
 {
-	return (float)((double)d * x->lo * y->lo + (double)x->lo * y->step * y->sum +
+	return (float)((double)d * x->lo * y->lo +
+		       (double)x->lo * y->step * y->sum +
 		       (double)y->lo * x->step * x->sum +
 		       (double)x->step * y->step * (double)raw);
 }

@@ -9,9 +9,9 @@
  * integers agree exactly. The scalar table is itself checked against double
  * and 64-bit references. Kernels must also accept unaligned pointers and
  * never read outside their vectors (checked with PROT_NONE guard pages), and
- * sh_kernels_get() must choose the best runnable table, or the one SHOAL_KERNELS
- * names, the same one in every thread (checked in child processes, since the
- * choice is made once per process).
+ * sh_kernels_get() must choose the best runnable table, or the one
+ * SHOAL_KERNELS names, the same one in every thread (checked in child
+ * processes, since the choice is made once per process).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -30,14 +30,14 @@
 
 #include "distance.h"
 
-/* ---- helpers ------------------------------------------------------------ */
+/* ---- helpers ------------------------------------------------------------- */
 
 /* Dimensions every table is compared on. */
 static const size_t dims[] = {
-	1,   2,   3,   4,   5,   7,   8,   9,   15,   16,   17,   31,  32,
-	33,  47,  48,  49,  63,  64,  65,  95,  96,   97,   100,  127, 128,
-	129, 191, 192, 193, 255, 256, 257, 319, 320,  321,  511,  512, 513,
-	767, 768, 769, 784, 960, 1023, 1024, 1025, 1536, 4095, 4096, 4097,
+    1,	 2,   3,   4,	5,   7,	   8,	 9,    15,   16,   17,	 31,   32,
+    33,	 47,  48,  49,	63,  64,   65,	 95,   96,   97,   100,	 127,  128,
+    129, 191, 192, 193, 255, 256,  257,	 319,  320,  321,  511,	 512,  513,
+    767, 768, 769, 784, 960, 1023, 1024, 1025, 1536, 4095, 4096, 4097,
 };
 #define NDIMS (sizeof(dims) / sizeof(dims[0]))
 #define MAXDIM 4097
@@ -69,9 +69,9 @@ static float rng_float(float lo, float hi)
 
 /* Ways of filling test vectors. */
 enum fill {
-	FILL_UNIT,	/* floats in [-1, 1]; bytes uniform over their range */
-	FILL_LARGE,	/* floats in [0, 255]; bytes only at their extremes */
-	FILL_MIXED,	/* floats of magnitudes 1e-3 .. 1e3, either sign */
+	FILL_UNIT,  /* floats in [-1, 1]; bytes uniform over their range */
+	FILL_LARGE, /* floats in [0, 255]; bytes only at their extremes */
+	FILL_MIXED, /* floats of magnitudes 1e-3 .. 1e3, either sign */
 	FILL_COUNT,
 };
 
@@ -97,11 +97,11 @@ static void fill_f32(float *v, size_t n, enum fill f)
  * extremes 0, 255 (as int8_t: 0, -1) and 127, 128 (127, -128). */
 static void fill_bytes(uint8_t *v, size_t n, enum fill f)
 {
-	static const uint8_t extremes[] = { 0, 127, 128, 255 };
+	static const uint8_t extremes[] = {0, 127, 128, 255};
 
 	for (size_t i = 0; i < n; i++)
-		v[i] = f == FILL_LARGE ? extremes[rng_next() & 3] :
-					 (uint8_t)rng_next();
+		v[i] = f == FILL_LARGE ? extremes[rng_next() & 3]
+				       : (uint8_t)rng_next();
 }
 
 struct table {
@@ -110,9 +110,9 @@ struct table {
 };
 
 static const struct table tables[] = {
-	{ "scalar", sh_kernels_scalar },
-	{ "avx2", sh_kernels_avx2 },
-	{ "avx512", sh_kernels_avx512 },
+    {"scalar", sh_kernels_scalar},
+    {"avx2", sh_kernels_avx2},
+    {"avx512", sh_kernels_avx512},
 };
 #define NTABLES (sizeof(tables) / sizeof(tables[0]))
 
@@ -122,8 +122,9 @@ static double abs_terms(const float *a, const float *b, size_t n, int is_dot)
 	double s = 0.0;
 
 	for (size_t i = 0; i < n; i++) {
-		double t = is_dot ? (double)a[i] * b[i] :
-				    ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+		double t = is_dot
+			       ? (double)a[i] * b[i]
+			       : ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
 		s += fabs(t);
 	}
 	return s;
@@ -135,8 +136,9 @@ static void assert_float_close(float got, double want, double abs_sum,
 	double tol = 1e-5 * abs_sum;
 
 	if (fabs((double)got - want) > tol) {
-		print_error("%s %s n=%zu: got %.9g, want %.9g (tolerance %.3g)\n",
-			    table, what, n, (double)got, want, tol);
+		print_error(
+		    "%s %s n=%zu: got %.9g, want %.9g (tolerance %.3g)\n",
+		    table, what, n, (double)got, want, tol);
 		fail();
 	}
 }
@@ -203,7 +205,8 @@ static void check_table(const char *name, size_t off)
 			k = tables[t].get();
 	if (k == NULL) {
 		print_message("[ SKIP     ] %s: not compiled in or not "
-			      "supported by this CPU\n", name);
+			      "supported by this CPU\n",
+			      name);
 		skip();
 	}
 	assert_string_equal(k->name, name);
@@ -291,8 +294,8 @@ static void test_scalar_integer_kernels_match_exact_reference(void **state)
 				dui8 += (int64_t)v->x[i] * ys[i];
 				du8 += (int64_t)v->x[i] * v->y[i];
 			}
-			assert_int_equal_at(s->dot_i8(xs, ys, n), di8,
-					    "dot_i8", "scalar", n);
+			assert_int_equal_at(s->dot_i8(xs, ys, n), di8, "dot_i8",
+					    "scalar", n);
 			assert_int_equal_at(s->l2sq_i8(xs, ys, n), l2i8,
 					    "l2sq_i8", "scalar", n);
 			assert_int_equal_at(s->dot_u8i8(v->x, ys, n), dui8,
@@ -336,8 +339,8 @@ static void test_avx512_matches_scalar_on_unaligned_pointers(void **state)
  * n distance.h promises exactness for, where the sums come within a hair of
  * the 32-bit limits.
  */
-static void test_integer_kernels_exact_at_byte_extremes_up_to_max_n(
-	void **state)
+static void
+test_integer_kernels_exact_at_byte_extremes_up_to_max_n(void **state)
 {
 	const size_t max_n = 1u << 17;
 	int8_t *p = malloc(max_n), *q = malloc(max_n);
@@ -354,7 +357,7 @@ static void test_integer_kernels_exact_at_byte_extremes_up_to_max_n(
 		const sh_kernels *k = tables[t].get();
 		/* n = 2^17 - 1 for dot_i8, n = 2^16 or 2^15 for the others;
 		 * the -1 and -3 exercise the tails. */
-		size_t ns[] = { 1, 63, 4096, (1u << 15) - 3, 1u << 15 };
+		size_t ns[] = {1, 63, 4096, (1u << 15) - 3, 1u << 15};
 
 		if (k == NULL)
 			continue;
@@ -367,8 +370,8 @@ static void test_integer_kernels_exact_at_byte_extremes_up_to_max_n(
 		}
 		for (size_t n = (1u << 16) - 1; n <= (1u << 16); n++) {
 			assert_int_equal_at(k->dot_u8i8(u, p, n),
-					    (int64_t)n * 255 * -128,
-					    "dot_u8i8", k->name, n);
+					    (int64_t)n * 255 * -128, "dot_u8i8",
+					    k->name, n);
 			assert_int_equal_at(k->dot_u8(u, u, n),
 					    (int64_t)n * 255 * 255, "dot_u8",
 					    k->name, n);
@@ -405,8 +408,7 @@ static void guarded_map(struct guarded *g, size_t bytes)
 		      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	assert_true(g->map != MAP_FAILED);
 	assert_int_equal(mprotect(g->map, page, PROT_NONE), 0);
-	assert_int_equal(mprotect(g->map + page + g->data_len, page,
-				  PROT_NONE),
+	assert_int_equal(mprotect(g->map + page + g->data_len, page, PROT_NONE),
 			 0);
 	g->data = g->map + page;
 }
@@ -418,16 +420,15 @@ static void guarded_unmap(struct guarded *g)
 
 /* Where an n-element vector of `size`-byte elements sits flush against the
  * guard after (at_end) or before the data area. */
-static void *guarded_place(struct guarded *g, size_t n, size_t size,
-			   int at_end)
+static void *guarded_place(struct guarded *g, size_t n, size_t size, int at_end)
 {
 	return at_end ? g->data + g->data_len - n * size : g->data;
 }
 
 static void check_guarded(int at_end)
 {
-	static const size_t extra[] = { 100, 127, 128, 129, 255, 256, 257,
-					511, 513, 784, 960, 1025, 1536 };
+	static const size_t extra[] = {100, 127, 128, 129, 255,	 256, 257,
+				       511, 513, 784, 960, 1025, 1536};
 	struct guarded ga, gb;
 	const size_t max_n = 1536;
 
@@ -459,8 +460,8 @@ static void check_guarded(int at_end)
 						     (const int8_t *)ub, n);
 			sink_i = (uint32_t)k->l2sq_i8((const int8_t *)ua,
 						      (const int8_t *)ub, n);
-			sink_i = (uint32_t)k->dot_u8i8(ua, (const int8_t *)ub,
-						       n);
+			sink_i =
+			    (uint32_t)k->dot_u8i8(ua, (const int8_t *)ub, n);
 			sink_i = k->dot_u8(ua, ub, n);
 			(void)sink_f;
 			(void)sink_i;
@@ -570,7 +571,7 @@ static void run_child(const char *want, char *out, size_t out_len)
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		char *argv[] = { "test_distance", "--print-kernels", NULL };
+		char *argv[] = {"test_distance", "--print-kernels", NULL};
 
 		dup2(fds[1], STDOUT_FILENO);
 		close(fds[0]);
@@ -597,8 +598,8 @@ static void run_child(const char *want, char *out, size_t out_len)
 
 static void test_shoal_kernels_env_forces_table_in_every_thread(void **state)
 {
-	static const char *wants[] = { NULL,	 "scalar", "avx2",
-				       "avx512", "sse9",   "" };
+	static const char *wants[] = {NULL,	"scalar", "avx2",
+				      "avx512", "sse9",	  ""};
 	char out[64];
 
 	(void)state;
@@ -617,23 +618,19 @@ static void test_shoal_kernels_env_forces_table_in_every_thread(void **state)
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(
-			test_scalar_float_kernels_match_double_reference),
-		cmocka_unit_test(
-			test_scalar_integer_kernels_match_exact_reference),
-		cmocka_unit_test(test_avx2_matches_scalar_on_every_dim),
-		cmocka_unit_test(test_avx512_matches_scalar_on_every_dim),
-		cmocka_unit_test(
-			test_avx2_matches_scalar_on_unaligned_pointers),
-		cmocka_unit_test(
-			test_avx512_matches_scalar_on_unaligned_pointers),
-		cmocka_unit_test(
-			test_integer_kernels_exact_at_byte_extremes_up_to_max_n),
-		cmocka_unit_test(test_kernels_never_read_past_end),
-		cmocka_unit_test(test_kernels_never_read_before_start),
-		cmocka_unit_test(test_sh_kernels_returns_best_runnable_table),
-		cmocka_unit_test(
-			test_shoal_kernels_env_forces_table_in_every_thread),
+	    cmocka_unit_test(test_scalar_float_kernels_match_double_reference),
+	    cmocka_unit_test(test_scalar_integer_kernels_match_exact_reference),
+	    cmocka_unit_test(test_avx2_matches_scalar_on_every_dim),
+	    cmocka_unit_test(test_avx512_matches_scalar_on_every_dim),
+	    cmocka_unit_test(test_avx2_matches_scalar_on_unaligned_pointers),
+	    cmocka_unit_test(test_avx512_matches_scalar_on_unaligned_pointers),
+	    cmocka_unit_test(
+		test_integer_kernels_exact_at_byte_extremes_up_to_max_n),
+	    cmocka_unit_test(test_kernels_never_read_past_end),
+	    cmocka_unit_test(test_kernels_never_read_before_start),
+	    cmocka_unit_test(test_sh_kernels_returns_best_runnable_table),
+	    cmocka_unit_test(
+		test_shoal_kernels_env_forces_table_in_every_thread),
 	};
 
 	if (argc == 2 && strcmp(argv[1], "--print-kernels") == 0)

@@ -54,11 +54,11 @@ static double recall(sh_hnsw *h, const float *qs, size_t nq, size_t dim,
 	double sum = 0;
 	for (size_t i = 0; i < nq; i++) {
 		size_t na, nb;
-		assert_int_equal(sh_hnsw_search(h, qs + i * dim, k, ef, NULL, a,
-						&na, NULL),
-				 SH_OK);
-		assert_int_equal(sh_hnsw_exact(h, qs + i * dim, k, NULL, b, &nb),
-				 SH_OK);
+		assert_int_equal(
+		    sh_hnsw_search(h, qs + i * dim, k, ef, NULL, a, &na, NULL),
+		    SH_OK);
+		assert_int_equal(
+		    sh_hnsw_exact(h, qs + i * dim, k, NULL, b, &nb), SH_OK);
 		for (size_t j = 1; j < na; j++)
 			assert_true(a[j - 1].dist <= a[j].dist);
 		sum += tu_overlap(a, na, b, nb, k);
@@ -118,7 +118,8 @@ static void test_empty_index_returns_nothing(void **s)
 	float q[4] = {1, 2, 3, 4};
 	sh_hnsw_hit hits[5];
 	size_t n = 99;
-	assert_int_equal(sh_hnsw_search(h, q, 5, 0, NULL, hits, &n, NULL), SH_OK);
+	assert_int_equal(sh_hnsw_search(h, q, 5, 0, NULL, hits, &n, NULL),
+			 SH_OK);
 	assert_int_equal(n, 0);
 	assert_valid(h);
 	sh_hnsw_free(h);
@@ -156,9 +157,9 @@ static void test_bad_input_changes_nothing(void **s)
 			 SH_ENAN);
 	assert_int_equal(sh_hnsw_search(h, zero, 1, 0, NULL, hit, &n, NULL),
 			 SH_EINVAL);
-	assert_int_equal(sh_hnsw_delete(h, &(sh_pid){.kind = SH_PID_U64, .num = 5},
-					NULL),
-			 SH_ENOTFOUND);
+	assert_int_equal(
+	    sh_hnsw_delete(h, &(sh_pid){.kind = SH_PID_U64, .num = 5}, NULL),
+	    SH_ENOTFOUND);
 	sh_pid bad = {.kind = 9};
 	assert_int_equal(sh_hnsw_upsert(h, &bad, ok, NULL, NULL), SH_EINVAL);
 	assert_valid(h);
@@ -180,9 +181,9 @@ static void test_upsert_moves_point_and_never_duplicates(void **s)
 	assert_int_not_equal(iid, old);
 	sh_hnsw_hit hits[20];
 	size_t nh;
-	assert_int_equal(sh_hnsw_search(h, v + 1000 * DIM, 20, 100, NULL, hits,
-					&nh, NULL),
-			 SH_OK);
+	assert_int_equal(
+	    sh_hnsw_search(h, v + 1000 * DIM, 20, 100, NULL, hits, &nh, NULL),
+	    SH_OK);
 	int seen5 = 0;
 	for (size_t i = 0; i < nh; i++) {
 		if (hits[i].pid.num == 5) {
@@ -195,9 +196,9 @@ static void test_upsert_moves_point_and_never_duplicates(void **s)
 	}
 	assert_int_equal(seen5, 1);
 	/* and it is gone from its old place */
-	assert_int_equal(sh_hnsw_search(h, v + 5 * DIM, 1, 100, NULL, hits, &nh,
-					NULL),
-			 SH_OK);
+	assert_int_equal(
+	    sh_hnsw_search(h, v + 5 * DIM, 1, 100, NULL, hits, &nh, NULL),
+	    SH_OK);
 	assert_true(nh == 1 && hits[0].pid.num != 5);
 	sh_hnsw_info info;
 	sh_hnsw_info_get(h, &info);
@@ -270,9 +271,10 @@ static void test_vacuum_bounds_memory_under_churn(void **s)
 			sh_pid p = sh_pid_u64(id);
 			uint32_t iid;
 			if (sh_hnsw_lookup(h, &p, &iid) == SH_ENOTFOUND)
-				assert_int_equal(
-					sh_hnsw_upsert(h, &p, v + id * DIM, NULL, NULL),
-					SH_OK);
+				assert_int_equal(sh_hnsw_upsert(h, &p,
+								v + id * DIM,
+								NULL, NULL),
+						 SH_OK);
 		}
 		sh_hnsw_info info;
 		sh_hnsw_info_get(h, &info);
@@ -299,7 +301,8 @@ static void test_string_ids(void **s)
 	const char *names[] = {"sku-1", "sku-2", "\xc3\xa9t\xc3\xa9", "x"};
 	for (int i = 0; i < 4; i++) {
 		sh_pid p;
-		assert_int_equal(sh_pid_str(names[i], strlen(names[i]), &p), SH_OK);
+		assert_int_equal(sh_pid_str(names[i], strlen(names[i]), &p),
+				 SH_OK);
 		float vec[3] = {(float)i, 0, 0};
 		assert_int_equal(sh_hnsw_upsert(h, &p, vec, NULL, NULL), SH_OK);
 	}
@@ -309,7 +312,8 @@ static void test_string_ids(void **s)
 	float q[3] = {2, 0, 0};
 	sh_hnsw_hit hits[5];
 	size_t nh;
-	assert_int_equal(sh_hnsw_search(h, q, 2, 10, NULL, hits, &nh, NULL), SH_OK);
+	assert_int_equal(sh_hnsw_search(h, q, 2, 10, NULL, hits, &nh, NULL),
+			 SH_OK);
 	assert_int_equal(nh, 2);
 	assert_int_equal(hits[0].pid.kind, SH_PID_STR);
 	assert_memory_equal(hits[0].pid.str, names[2], strlen(names[2]));
@@ -319,13 +323,14 @@ static void test_string_ids(void **s)
 	sh_pid_str(names[2], strlen(names[2]), &p);
 	assert_int_equal(sh_hnsw_delete(h, &p, NULL), SH_OK);
 	assert_int_equal(sh_hnsw_vacuum(h, NULL), SH_OK);
-	assert_int_equal(sh_hnsw_search(h, q, 1, 10, NULL, hits, &nh, NULL), SH_OK);
+	assert_int_equal(sh_hnsw_search(h, q, 1, 10, NULL, hits, &nh, NULL),
+			 SH_OK);
 	assert_int_equal(hits[0].pid.kind, SH_PID_U64);
 	assert_valid(h);
 	sh_hnsw_free(h);
 }
 
-/* ---- Change log -------------------------------------------------------- */
+/* ---- Change log ---------------------------------------------------------- */
 
 /* A mirror of the persisted records, as the shard node would keep them. */
 #define MAXN 4096
@@ -402,9 +407,10 @@ static void assert_same_store(const struct store *a, const struct store *b)
 			uint32_t nx = x->haslinks[l] ? x->nl[l] : 0;
 			uint32_t ny = y->haslinks[l] ? y->nl[l] : 0;
 			if (nx != ny)
-				fail_msg("iid %u level %u: %u links logged, %u in "
-					 "the index",
-					 i, l, nx, ny);
+				fail_msg(
+				    "iid %u level %u: %u links logged, %u in "
+				    "the index",
+				    i, l, nx, ny);
 			assert_memory_equal(x->links[l], y->links[l],
 					    nx * sizeof(uint32_t));
 		}
@@ -436,10 +442,11 @@ static void test_change_log_reports_exactly_what_changed(void **s)
 		uint32_t r = (uint32_t)(tu_rand(&rs) % 100);
 		size_t before = log.nbatches;
 		if (r < 80) {
-			assert_int_equal(sh_hnsw_upsert(h, &pid,
-							v + (tu_rand(&rs) % (2 * n)) * DIM,
-							NULL, NULL),
-					 SH_OK);
+			assert_int_equal(
+			    sh_hnsw_upsert(h, &pid,
+					   v + (tu_rand(&rs) % (2 * n)) * DIM,
+					   NULL, NULL),
+			    SH_OK);
 			assert_int_equal(log.nbatches, before + 1);
 		} else if (r < 97) {
 			int rc = sh_hnsw_delete(h, &pid, NULL);
@@ -469,11 +476,12 @@ static void test_change_log_reports_exactly_what_changed(void **s)
 	for (uint32_t i = 0; i < MAXN; i++) {
 		struct rec *r = &log.r[i];
 		for (uint32_t l = 0; r->used && l <= r->level; l++)
-			assert_int_equal(sh_hnsw_load_links(h2, i, l, r->links[l],
-							    r->nl[l]),
-					 SH_OK);
+			assert_int_equal(
+			    sh_hnsw_load_links(h2, i, l, r->links[l], r->nl[l]),
+			    SH_OK);
 	}
-	assert_int_equal(sh_hnsw_load_entry(h2, log.entry, log.entry_level), SH_OK);
+	assert_int_equal(sh_hnsw_load_entry(h2, log.entry, log.entry_level),
+			 SH_OK);
 	assert_int_equal(sh_hnsw_load_finish(h2), SH_OK);
 	assert_valid(h2);
 	sh_hnsw_hit a[10], b[10];
@@ -481,8 +489,10 @@ static void test_change_log_reports_exactly_what_changed(void **s)
 	sh_hnsw_search_stats s1, s2;
 	for (size_t i = 0; i < 100; i++) {
 		const float *q = v + i * 7 * DIM;
-		assert_int_equal(sh_hnsw_search(h, q, 10, 50, NULL, a, &na, &s1), SH_OK);
-		assert_int_equal(sh_hnsw_search(h2, q, 10, 50, NULL, b, &nb, &s2), SH_OK);
+		assert_int_equal(
+		    sh_hnsw_search(h, q, 10, 50, NULL, a, &na, &s1), SH_OK);
+		assert_int_equal(
+		    sh_hnsw_search(h2, q, 10, 50, NULL, b, &nb, &s2), SH_OK);
 		assert_int_equal(na, nb);
 		for (size_t j = 0; j < na; j++) {
 			assert_int_equal(a[j].iid, b[j].iid);
@@ -498,8 +508,8 @@ static void test_change_log_reports_exactly_what_changed(void **s)
 	assert_int_equal(i1.nodes, i2.nodes);
 	for (size_t i = 0; i < 50; i++) {
 		sh_pid pid = sh_pid_u64(n + i);
-		assert_int_equal(sh_hnsw_upsert(h2, &pid, v + i * DIM, NULL, NULL),
-				 SH_OK);
+		assert_int_equal(
+		    sh_hnsw_upsert(h2, &pid, v + i * DIM, NULL, NULL), SH_OK);
 	}
 	assert_valid(h2);
 	sh_hnsw_free(h2);
@@ -537,7 +547,8 @@ static void test_int8_index_is_small(void **s)
 		v[i] = tu_unif(&rs);
 	uint64_t mem[2];
 	for (int st = 0; st < 2; st++) {
-		sh_hnsw *h = new_index(SH_METRIC_L2, (sh_storage)st, (uint32_t)dim);
+		sh_hnsw *h =
+		    new_index(SH_METRIC_L2, (sh_storage)st, (uint32_t)dim);
 		insert_all(h, v, n, dim);
 		sh_hnsw_info info;
 		sh_hnsw_info_get(h, &info);
@@ -554,20 +565,20 @@ static void test_int8_index_is_small(void **s)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_empty_index_returns_nothing),
-		cmocka_unit_test(test_bad_input_changes_nothing),
-		cmocka_unit_test(test_recall_l2_f32),
-		cmocka_unit_test(test_recall_ip_f32),
-		cmocka_unit_test(test_recall_cosine_f32),
-		cmocka_unit_test(test_recall_l2_int8_rescored),
-		cmocka_unit_test(test_recall_cosine_int8_rescored),
-		cmocka_unit_test(test_upsert_moves_point_and_never_duplicates),
-		cmocka_unit_test(test_deleted_point_never_returned),
-		cmocka_unit_test(test_vacuum_bounds_memory_under_churn),
-		cmocka_unit_test(test_string_ids),
-		cmocka_unit_test(test_change_log_reports_exactly_what_changed),
-		cmocka_unit_test(test_loader_rejects_inconsistent_records),
-		cmocka_unit_test(test_int8_index_is_small),
+	    cmocka_unit_test(test_empty_index_returns_nothing),
+	    cmocka_unit_test(test_bad_input_changes_nothing),
+	    cmocka_unit_test(test_recall_l2_f32),
+	    cmocka_unit_test(test_recall_ip_f32),
+	    cmocka_unit_test(test_recall_cosine_f32),
+	    cmocka_unit_test(test_recall_l2_int8_rescored),
+	    cmocka_unit_test(test_recall_cosine_int8_rescored),
+	    cmocka_unit_test(test_upsert_moves_point_and_never_duplicates),
+	    cmocka_unit_test(test_deleted_point_never_returned),
+	    cmocka_unit_test(test_vacuum_bounds_memory_under_churn),
+	    cmocka_unit_test(test_string_ids),
+	    cmocka_unit_test(test_change_log_reports_exactly_what_changed),
+	    cmocka_unit_test(test_loader_rejects_inconsistent_records),
+	    cmocka_unit_test(test_int8_index_is_small),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

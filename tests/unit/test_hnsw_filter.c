@@ -48,7 +48,8 @@ static int setup(void **s)
 	g_v = tu_clustered(N + NQ, DIM, 30, 21);
 	for (uint32_t i = 0; i < N; i++) {
 		sh_pid pid = sh_pid_u64(i);
-		if (sh_hnsw_upsert(g_h, &pid, g_v + (size_t)i * DIM, &g_iid[i], NULL))
+		if (sh_hnsw_upsert(g_h, &pid, g_v + (size_t)i * DIM, &g_iid[i],
+				   NULL))
 			return -1;
 	}
 	return 0;
@@ -90,13 +91,14 @@ static double filtered_recall(const sh_hnsw_filter *f, sh_hnsw_plan *plan)
 		size_t na, nb;
 		sh_hnsw_search_stats st;
 		const float *qv = g_v + (size_t)(N + q) * DIM;
-		assert_int_equal(sh_hnsw_search(g_h, qv, 10, 64, f, a, &na, &st),
-				 SH_OK);
+		assert_int_equal(
+		    sh_hnsw_search(g_h, qv, 10, 64, f, a, &na, &st), SH_OK);
 		assert_int_equal(sh_hnsw_exact(g_h, qv, 10, f, b, &nb), SH_OK);
 		*plan = st.plan;
 		for (size_t i = 0; i < na; i++) {
 			if (f->allow)
-				assert_true(roaring_bitmap_contains(f->allow, a[i].iid));
+				assert_true(roaring_bitmap_contains(f->allow,
+								    a[i].iid));
 			if (f->fn)
 				assert_true(f->fn(f->ctx, a[i].iid));
 		}
@@ -187,8 +189,8 @@ static void test_filter_far_from_query_keeps_recall(void **s)
 		size_t na, nb;
 		sh_hnsw_search_stats st;
 		const float *qv = g_v + (size_t)i * DIM;
-		assert_int_equal(sh_hnsw_search(g_h, qv, 10, 32, &f, a, &na, &st),
-				 SH_OK);
+		assert_int_equal(
+		    sh_hnsw_search(g_h, qv, 10, 32, &f, a, &na, &st), SH_OK);
 		assert_int_equal(sh_hnsw_exact(g_h, qv, 10, &f, b, &nb), SH_OK);
 		assert_true(st.plan != SH_PLAN_GRAPH);
 		assert_true(!st.fallback || st.plan == SH_PLAN_EXACT_SCAN);
@@ -197,10 +199,11 @@ static void test_filter_far_from_query_keeps_recall(void **s)
 		nq++;
 	}
 	assert_true(nq > 10);
-	print_message("far filter (%u pass): %d queries, %d fell back to a scan, "
-		      "recall@10 %.4f\n",
-		      (unsigned)roaring_bitmap_get_cardinality(bm), nq, fallbacks,
-		      sum / nq);
+	print_message(
+	    "far filter (%u pass): %d queries, %d fell back to a scan, "
+	    "recall@10 %.4f\n",
+	    (unsigned)roaring_bitmap_get_cardinality(bm), nq, fallbacks,
+	    sum / nq);
 	assert_true(sum / nq >= 0.95);
 	roaring_bitmap_free(bm);
 	free(col);
@@ -220,8 +223,8 @@ static void test_filter_underestimated_cost_falls_back_to_scan(void **s)
 	for (uint32_t i = 0; i < N; i++)
 		g_iid_inv[g_iid[i]] = i;
 	float thr = first_coord_threshold(N / 100);
-	sh_hnsw_filter f = {.fn = pass_far_1pct, .ctx = &thr,
-			    .est_pass = N * 3 / 4};
+	sh_hnsw_filter f = {
+	    .fn = pass_far_1pct, .ctx = &thr, .est_pass = N * 3 / 4};
 	sh_hnsw_hit a[10], b[10];
 	double sum = 0;
 	int nq = 0, fallbacks = 0;
@@ -231,15 +234,16 @@ static void test_filter_underestimated_cost_falls_back_to_scan(void **s)
 		size_t na, nb;
 		sh_hnsw_search_stats st;
 		const float *qv = g_v + (size_t)i * DIM;
-		assert_int_equal(sh_hnsw_search(g_h, qv, 10, 16, &f, a, &na, &st),
-				 SH_OK);
+		assert_int_equal(
+		    sh_hnsw_search(g_h, qv, 10, 16, &f, a, &na, &st), SH_OK);
 		assert_int_equal(sh_hnsw_exact(g_h, qv, 10, &f, b, &nb), SH_OK);
 		fallbacks += st.fallback;
 		sum += tu_overlap(a, na, b, nb, 10);
 		nq++;
 	}
 	print_message("over-estimated filter: %d queries, %d fell back, "
-		      "recall@10 %.4f\n", nq, fallbacks, sum / nq);
+		      "recall@10 %.4f\n",
+		      nq, fallbacks, sum / nq);
 	assert_true(nq >= 10);
 	assert_true(fallbacks > 0);
 	assert_true(sum / nq >= 0.95);
@@ -252,7 +256,8 @@ static void test_filter_passing_nothing_returns_nothing(void **s)
 	sh_hnsw_hit a[10];
 	size_t na = 99;
 	sh_hnsw_search_stats st;
-	assert_int_equal(sh_hnsw_search(g_h, g_v, 10, 0, &f, a, &na, &st), SH_OK);
+	assert_int_equal(sh_hnsw_search(g_h, g_v, 10, 0, &f, a, &na, &st),
+			 SH_OK);
 	assert_int_equal(na, 0);
 	assert_int_equal(st.plan, SH_PLAN_EXACT_SCAN);
 	roaring_bitmap_free(bm);
@@ -261,15 +266,16 @@ static void test_filter_passing_nothing_returns_nothing(void **s)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_filter_1pct_bitmap_keeps_recall),
-		cmocka_unit_test(test_filter_10pct_bitmap_keeps_recall),
-		cmocka_unit_test(test_filter_50pct_bitmap_keeps_recall),
-		cmocka_unit_test(test_filter_1pct_callback_graph_keeps_recall),
-		cmocka_unit_test(test_filter_10pct_callback_graph_keeps_recall),
-		cmocka_unit_test(test_filter_50pct_callback_graph_keeps_recall),
-		cmocka_unit_test(test_filter_far_from_query_keeps_recall),
-		cmocka_unit_test(test_filter_underestimated_cost_falls_back_to_scan),
-		cmocka_unit_test(test_filter_passing_nothing_returns_nothing),
+	    cmocka_unit_test(test_filter_1pct_bitmap_keeps_recall),
+	    cmocka_unit_test(test_filter_10pct_bitmap_keeps_recall),
+	    cmocka_unit_test(test_filter_50pct_bitmap_keeps_recall),
+	    cmocka_unit_test(test_filter_1pct_callback_graph_keeps_recall),
+	    cmocka_unit_test(test_filter_10pct_callback_graph_keeps_recall),
+	    cmocka_unit_test(test_filter_50pct_callback_graph_keeps_recall),
+	    cmocka_unit_test(test_filter_far_from_query_keeps_recall),
+	    cmocka_unit_test(
+		test_filter_underestimated_cost_falls_back_to_scan),
+	    cmocka_unit_test(test_filter_passing_nothing_returns_nothing),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

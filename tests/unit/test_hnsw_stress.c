@@ -40,16 +40,16 @@ static _Atomic uint64_t g_checked, g_searches;
 static pthread_mutex_t g_fail_lock = PTHREAD_MUTEX_INITIALIZER;
 static char g_fail[512];
 
-#define CHECK(cond, ...)                                                         \
-	do {                                                                     \
-		if (!(cond)) {                                                   \
-			pthread_mutex_lock(&g_fail_lock);                        \
-			if (!g_fail[0])                                          \
-				snprintf(g_fail, sizeof(g_fail), __VA_ARGS__);   \
-			pthread_mutex_unlock(&g_fail_lock);                      \
-			atomic_store(&g_done, 1);                                \
-			return NULL;                                             \
-		}                                                                \
+#define CHECK(cond, ...)                                                       \
+	do {                                                                   \
+		if (!(cond)) {                                                 \
+			pthread_mutex_lock(&g_fail_lock);                      \
+			if (!g_fail[0])                                        \
+				snprintf(g_fail, sizeof(g_fail), __VA_ARGS__); \
+			pthread_mutex_unlock(&g_fail_lock);                    \
+			atomic_store(&g_done, 1);                              \
+			return NULL;                                           \
+		}                                                              \
 	} while (0)
 
 static void gen(uint32_t id, uint32_t ver, float *out)
@@ -88,9 +88,10 @@ static void *writer(void *arg)
 			CHECK(rc == SH_OK, "upsert: %s", sh_strerror(rc));
 		} else if (r < 995) {
 			if (sh_hnsw_delete(g_h, &pid, NULL) == SH_OK)
-				atomic_store(&g_state[id],
-					     DELETED_BIT |
-						     (atomic_fetch_add(&g_seq, 1) + 1));
+				atomic_store(
+				    &g_state[id],
+				    DELETED_BIT |
+					(atomic_fetch_add(&g_seq, 1) + 1));
 		} else {
 			int rc = sh_hnsw_vacuum(g_h, NULL);
 			CHECK(rc == SH_OK, "vacuum: %s", sh_strerror(rc));
@@ -121,13 +122,15 @@ static void *reader(void *arg)
 			CHECK(i == 0 || hits[i - 1].dist <= hits[i].dist,
 			      "hits out of order at %zu", i);
 			for (size_t j = 0; j < i; j++)
-				CHECK(hits[j].pid.num != id, "point %u twice", id);
+				CHECK(hits[j].pid.num != id, "point %u twice",
+				      id);
 			uint64_t st = atomic_load(&g_state[id]);
-			CHECK(!((st & DELETED_BIT) && (st & ~DELETED_BIT) <= s0),
-			      "point %u deleted at %llu returned by a "
-					 "search that began at %llu",
-					 id, (unsigned long long)(st & ~DELETED_BIT),
-					 (unsigned long long)s0);
+			CHECK(
+			    !((st & DELETED_BIT) && (st & ~DELETED_BIT) <= s0),
+			    "point %u deleted at %llu returned by a "
+			    "search that began at %llu",
+			    id, (unsigned long long)(st & ~DELETED_BIT),
+			    (unsigned long long)s0);
 			uint32_t v1 = atomic_load(&g_ver[id]);
 			uint32_t lo = v0[id] > 1 ? v0[id] - 1 : 1;
 			bool match = false;
@@ -137,9 +140,10 @@ static void *reader(void *arg)
 				match = fabsf(d - hits[i].dist) <=
 					1e-4f * (d + 1.0f);
 			}
-			CHECK(match, "point %u at distance %f matches none of "
-					 "its versions %u..%u",
-					 id, hits[i].dist, lo, v1);
+			CHECK(match,
+			      "point %u at distance %f matches none of "
+			      "its versions %u..%u",
+			      id, hits[i].dist, lo, v1);
 			atomic_fetch_add(&g_checked, 1);
 		}
 		atomic_fetch_add(&g_searches, 1);
@@ -160,10 +164,10 @@ static void test_readers_see_only_live_correctly_ranked_points(void **s)
 		ops = atol(e);
 	pthread_t w, r[NREADERS];
 	for (intptr_t i = 0; i < NREADERS; i++)
-		assert_int_equal(pthread_create(&r[i], NULL, reader,
-						(void *)(i + 1)),
-				 0);
-	assert_int_equal(pthread_create(&w, NULL, writer, (void *)(intptr_t)ops), 0);
+		assert_int_equal(
+		    pthread_create(&r[i], NULL, reader, (void *)(i + 1)), 0);
+	assert_int_equal(
+	    pthread_create(&w, NULL, writer, (void *)(intptr_t)ops), 0);
 	pthread_join(w, NULL);
 	for (int i = 0; i < NREADERS; i++)
 		pthread_join(r[i], NULL);
@@ -184,7 +188,8 @@ static void test_readers_see_only_live_correctly_ranked_points(void **s)
 	for (int i = 0; i < 200; i++) {
 		size_t na, nb;
 		gen((uint32_t)(tu_rand(&rs) % NPTS), 7777, q);
-		assert_int_equal(sh_hnsw_search(g_h, q, K, 80, NULL, a, &na, NULL), SH_OK);
+		assert_int_equal(
+		    sh_hnsw_search(g_h, q, K, 80, NULL, a, &na, NULL), SH_OK);
 		assert_int_equal(sh_hnsw_exact(g_h, q, K, NULL, b, &nb), SH_OK);
 		sum += tu_overlap(a, na, b, nb, K);
 	}
@@ -196,7 +201,8 @@ static void test_readers_see_only_live_correctly_ranked_points(void **s)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_readers_see_only_live_correctly_ranked_points),
+	    cmocka_unit_test(
+		test_readers_see_only_live_correctly_ranked_points),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,9 +19,12 @@ static void test_string_id_rejects_bad_utf8_and_lengths(void **state)
 	assert_int_equal(sh_pid_str(long_id, SH_PID_MAX_STR, &p), SH_OK);
 	assert_int_equal(p.len, SH_PID_MAX_STR);
 	assert_int_equal(sh_pid_str("\xff", 1, &p), SH_EINVAL);
-	assert_int_equal(sh_pid_str("\xc0\x80", 2, &p), SH_EINVAL); /* overlong */
-	assert_int_equal(sh_pid_str("\xed\xa0\x80", 3, &p), SH_EINVAL); /* surrogate */
-	assert_int_equal(sh_pid_str("\xe2\x82", 2, &p), SH_EINVAL); /* truncated */
+	assert_int_equal(sh_pid_str("\xc0\x80", 2, &p),
+			 SH_EINVAL); /* overlong */
+	assert_int_equal(sh_pid_str("\xed\xa0\x80", 3, &p),
+			 SH_EINVAL); /* surrogate */
+	assert_int_equal(sh_pid_str("\xe2\x82", 2, &p),
+			 SH_EINVAL); /* truncated */
 	assert_int_equal(sh_pid_str("sku-\xc3\xa9", 6, &p), SH_OK);
 }
 
@@ -52,9 +55,9 @@ static void test_error_names_cover_every_code(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_string_id_rejects_bad_utf8_and_lengths),
-		cmocka_unit_test(test_int_and_string_ids_are_distinct),
-		cmocka_unit_test(test_error_names_cover_every_code),
+	    cmocka_unit_test(test_string_id_rejects_bad_utf8_and_lengths),
+	    cmocka_unit_test(test_int_and_string_ids_are_distinct),
+	    cmocka_unit_test(test_error_names_cover_every_code),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

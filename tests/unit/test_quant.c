@@ -21,7 +21,8 @@ static void test_decode_error_within_half_a_step(void **state)
 		sh_q8_encode(x, d, c, &m);
 		sh_q8_decode(c, &m, d, y);
 		for (size_t i = 0; i < d; i++)
-			assert_true(fabsf(x[i] - y[i]) <= m.step * 0.5f + 1e-4f);
+			assert_true(fabsf(x[i] - y[i]) <=
+				    m.step * 0.5f + 1e-4f);
 	}
 }
 
@@ -70,9 +71,9 @@ static void test_code_dot_equals_decoded_dot(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_decode_error_within_half_a_step),
-		cmocka_unit_test(test_constant_vector_is_exact),
-		cmocka_unit_test(test_code_dot_equals_decoded_dot),
+	    cmocka_unit_test(test_decode_error_within_half_a_step),
+	    cmocka_unit_test(test_constant_vector_is_exact),
+	    cmocka_unit_test(test_code_dot_equals_decoded_dot),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
