@@ -22,8 +22,8 @@ pkgs=(
   libcjson-dev libmicrohttpd-dev libcurl4-openssl-dev
   # embedding tier and ingestion
   libutf8proc-dev libopenblas-dev librdkafka-dev
-  # tests
-  libcmocka-dev
+  # tests (clang + its runtime for the libFuzzer targets)
+  libcmocka-dev clang libclang-rt-14-dev
   # benchmark peers
   libhnswlib-dev libfaiss-dev
 )
