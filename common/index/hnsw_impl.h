@@ -303,7 +303,7 @@ struct tls {
 struct qctx {
 	const float *f;
 	const int8_t *codes;
-	sh_q8_meta meta;
+	sh_q8_qconst qk; /* int8: the query's folded constants */
 	uint64_t ndist;
 };
 
@@ -314,9 +314,9 @@ static inline float dist_q(const sh_hnsw *h, struct qctx *q, const char *n)
 	if (h->p.storage == SH_STORAGE_INT8) {
 		const sh_q8_meta *m = node_meta(h, n);
 		int32_t raw = h->k->dot_u8i8(node_codes(h, n), q->codes, d);
-		float dot = sh_q8_dot_query(raw, m, &q->meta, d);
+		float dot = sh_q8_dot_fast(raw, m, &q->qk);
 		if (h->p.metric == SH_METRIC_L2) {
-			float r = m->norm2 + q->meta.norm2 - 2.0f * dot;
+			float r = m->norm2 + q->qk.norm2 - 2.0f * dot;
 			return r > 0 ? r : 0;
 		}
 		return 1.0f - dot;

@@ -29,7 +29,9 @@ static int prepare_query(const sh_hnsw *h, struct tls *t, const float *q,
 	}
 	if (h->p.storage == SH_STORAGE_INT8) {
 		int8_t *codes = (int8_t *)(b + d * sizeof(float));
-		sh_q8_encode_query(qc->f, d, codes, &qc->meta);
+		sh_q8_meta meta;
+		sh_q8_encode_query(qc->f, d, codes, &meta);
+		sh_q8_qconst_init(&meta, d, &qc->qk);
 		qc->codes = codes;
 	}
 	*fq = qc->f;

@@ -455,7 +455,7 @@ static int link_node(sh_hnsw *h, uint32_t iid, uint32_t level, uint32_t exclude)
 		for (uint32_t i = 0; i < h->p.dim; i++)
 			codes[i] = (int8_t)((int)c[i] - 128);
 		q.codes = codes;
-		q.meta = *node_meta(h, me);
+		sh_q8_qconst_init(node_meta(h, me), h->p.dim, &q.qk);
 	} else {
 		fq = node_vec(h, me);
 		q.f = fq;

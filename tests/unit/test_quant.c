@@ -65,6 +65,10 @@ static void test_code_dot_equals_decoded_dot(void **state)
 		float q = sh_q8_dot_query(k->dot_u8i8(cx, qy, d), &mx, &mq, d);
 		assert_true(fabs(pair - ref) <= 1e-4 * mag + 1e-4);
 		assert_true(fabs(q - ref) <= 1e-4 * mag + 1e-4);
+		sh_q8_qconst qc;
+		sh_q8_qconst_init(&mq, d, &qc);
+		float fast = sh_q8_dot_fast(k->dot_u8i8(cx, qy, d), &mx, &qc);
+		assert_true(fabs(fast - ref) <= 1e-4 * mag + 1e-3);
 	}
 }
 
