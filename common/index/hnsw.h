@@ -165,8 +165,11 @@ void sh_hnsw_set_fetch_fn(sh_hnsw *h, sh_hnsw_fetch_fn fn, void *ctx);
  * a new iid; the old iid is tombstoned). vec has dim floats, copied.
  * *iid_out (optional) gets the new iid, *old_iid_out (optional) the replaced
  * one or SH_IID_NONE. Returns SH_OK, SH_ENAN (NaN or infinity in vec),
- * SH_EINVAL (zero vector with cosine), SH_EFULL or SH_ENOMEM; on error the
- * index is unchanged and no change is reported. */
+ * SH_EINVAL (zero vector with cosine or a malformed pid), SH_EFULL or
+ * SH_ENOMEM. On error the point keeps its previous vector (or stays absent).
+ * The one exception to "nothing changed": memory running out after the new
+ * node was partly linked leaves that node tombstoned (reported through the
+ * change log like any tombstone; vacuum reclaims it). */
 int sh_hnsw_upsert(sh_hnsw *h, const sh_pid *pid, const float *vec,
 		   uint32_t *iid_out, uint32_t *old_iid_out);
 

@@ -50,6 +50,30 @@
 #define OFF_UPPER 16
 #define OFF_LINKS 24
 
+/*
+ * ThreadSanitizer cannot see the ordering an RCU grace period gives (liburcu
+ * uses membarrier): to it, a reader's last look at a node and the writer's
+ * reuse of that node after synchronize_rcu() look unordered. Under TSan
+ * only, every read-side section ends with a release on the index's
+ * `rcu_sync` word and the writer acquires it after each grace period, which
+ * states exactly the ordering RCU guarantees. Elsewhere these are no-ops.
+ */
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#define SH_TSAN_RELEASE(p) __tsan_release((void *)(p))
+#define SH_TSAN_ACQUIRE(p) __tsan_acquire((void *)(p))
+#else
+#define SH_TSAN_RELEASE(p) ((void)(p))
+#define SH_TSAN_ACQUIRE(p) ((void)(p))
+#endif
+
+/* Leaves a read-side critical section on h (see SH_TSAN_RELEASE). */
+#define SH_READ_UNLOCK(h)                                                      \
+	do {                                                                   \
+		SH_TSAN_RELEASE(&(h)->rcu_sync);                               \
+		urcu_memb_read_unlock();                                       \
+	} while (0)
+
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
@@ -58,6 +82,7 @@
  * found reloads the pointer: the iid was published after the longer copy. */
 struct nodedir {
 	struct rcu_head rcu;
+	int *tsan_sync; /* the index's rcu_sync, for the call_rcu callback */
 	uint32_t nchunks; /* chunks in use */
 	uint32_t cap;	  /* slots in chunk[] */
 	char *chunk[];
@@ -90,6 +115,7 @@ struct sh_hnsw {
 	uint64_t entry;	     /* (level << 32) | iid, atomic */
 	uint64_t ntomb;	     /* tombstoned nodes, atomic */
 	uint64_t nlive;	     /* atomic */
+	int rcu_sync;               /* TSan annotation target only */
 	sh_hnsw_fetch_fn fetch;
 	void *fetch_ctx;
 

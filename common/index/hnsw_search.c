@@ -459,7 +459,7 @@ static int search_impl(const sh_hnsw *h, const float *qv, size_t k, size_t ef,
 		nres = exact_scan(h, &d, &q, f, keep, top);
 	} else if (ep != SH_IID_NONE) {
 		if (hnsw_visited_begin(t, span) != SH_OK) {
-			urcu_memb_read_unlock();
+			SH_READ_UNLOCK(h);
 			return SH_ENOMEM;
 		}
 		float dep;
@@ -470,7 +470,7 @@ static int search_impl(const sh_hnsw *h, const float *qv, size_t k, size_t ef,
 			cand *pool = hnsw_tls_buf(t, B_POOL,
 						  ef * (sizeof(cand) + 1) + 64);
 			if (!pool) {
-				urcu_memb_read_unlock();
+				SH_READ_UNLOCK(h);
 				return SH_ENOMEM;
 			}
 			uint8_t *checked = (uint8_t *)(pool + ef);
@@ -506,7 +506,7 @@ static int search_impl(const sh_hnsw *h, const float *qv, size_t k, size_t ef,
 	if (resc)
 		nres = rescore(h, &d, t, fq, res, nres, &s.nrescored);
 	*nout = collect_hits(h, &d, res, nres, k, out);
-	urcu_memb_read_unlock();
+	SH_READ_UNLOCK(h);
 
 	s.ndist = q.ndist;
 	if (st)
@@ -557,6 +557,6 @@ int sh_hnsw_get_vector(const sh_hnsw *h, uint32_t iid, float *out)
 			rc = SH_OK;
 		}
 	}
-	urcu_memb_read_unlock();
+	SH_READ_UNLOCK(h);
 	return rc;
 }

@@ -224,7 +224,9 @@ static void chg_flush(sh_hnsw *h)
 
 static void free_dir_cb(struct rcu_head *head)
 {
-	free(caa_container_of(head, struct nodedir, rcu));
+	struct nodedir *d = caa_container_of(head, struct nodedir, rcu);
+	SH_TSAN_ACQUIRE(d->tsan_sync);
+	free(d);
 }
 
 /* Makes sure iid has a block. */
@@ -244,6 +246,7 @@ int hnsw_ensure_capacity(sh_hnsw *h, uint32_t iid)
 			memcpy(nd->chunk, d->chunk,
 			       d->nchunks * sizeof(char *));
 			rcu_assign_pointer(h->dir, nd);
+			d->tsan_sync = &h->rcu_sync;
 			urcu_memb_call_rcu(&d->rcu, free_dir_cb);
 			d = nd;
 		}
@@ -795,6 +798,7 @@ int sh_hnsw_vacuum(sh_hnsw *h, sh_hnsw_vacuum_stats *st)
 	/* 3. no live node or entry point leads to a dead one now; wait until
 	 * no reader can still be standing on one, then reuse them */
 	urcu_memb_synchronize_rcu();
+	SH_TSAN_ACQUIRE(&h->rcu_sync);
 	for (size_t i = 0; i < ndead; i++) {
 		hnsw_node_release(h, dead[i]);
 		if (h->nfree == h->capfree) {
