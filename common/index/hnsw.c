@@ -119,6 +119,7 @@ void sh_hnsw_params_default(sh_hnsw_params *p, uint32_t dim)
 	p->ef_construction = 200;
 	p->ef_search = 64;
 	p->seed = 42;
+	p->rescore = 3;
 }
 
 int sh_hnsw_new(const sh_hnsw_params *p, sh_hnsw **out)
@@ -126,8 +127,8 @@ int sh_hnsw_new(const sh_hnsw_params *p, sh_hnsw **out)
 	if (!p || p->dim < 1 || p->dim > SH_HNSW_MAX_DIM || p->m < 2 ||
 	    p->m > SH_HNSW_MAX_M || p->ef_construction < 1 ||
 	    p->ef_construction > SH_HNSW_MAX_EF ||
-	    p->ef_search > SH_HNSW_MAX_EF || p->metric > SH_METRIC_COSINE ||
-	    p->storage > SH_STORAGE_INT8)
+	    p->ef_search > SH_HNSW_MAX_EF || p->rescore > SH_HNSW_MAX_EF ||
+	    p->metric > SH_METRIC_COSINE || p->storage > SH_STORAGE_INT8)
 		return SH_EINVAL;
 	sh_hnsw *h = calloc(1, sizeof(*h));
 	if (!h)

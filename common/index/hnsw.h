@@ -96,9 +96,14 @@ typedef struct sh_hnsw_params {
 	uint32_t ef_construction; /* candidate list size while inserting */
 	uint32_t ef_search;	  /* default ef when a search passes 0 */
 	uint64_t seed; /* level generator seed (reproducible builds) */
+	/* int8 storage with a fetch callback: how many candidates, as a
+	 * multiple of k, a search re-ranks with float vectors (0: all ef).
+	 * Measured on Fashion-MNIST and on clustered 128-d data, 2 gives the
+	 * same recall as re-ranking all ef; the default 3 leaves a margin. */
+	uint32_t rescore;
 } sh_hnsw_params;
 
-/* M=16, ef_construction=200, ef_search=64, L2, f32, seed 42. */
+/* M=16, ef_construction=200, ef_search=64, L2, f32, seed 42, rescore 3. */
 void sh_hnsw_params_default(sh_hnsw_params *p, uint32_t dim);
 
 typedef struct sh_hnsw sh_hnsw;

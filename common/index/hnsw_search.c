@@ -503,8 +503,15 @@ static int search_impl(const sh_hnsw *h, const float *qv, size_t k, size_t ef,
 	}
 	if (res == top)
 		qsort(top, nres, sizeof(*top), cand_cmp);
-	if (resc)
-		nres = rescore(h, &d, t, fq, res, nres, &s.nrescored);
+	if (resc) {
+		/* Re-rank the best k * rescore by quantized distance (all of
+		 * them for an exact search); the rest cannot enter the top k
+		 * unless quantization moved them past that many others. */
+		size_t nr = nres;
+		if (!force_exact && h->p.rescore && k * h->p.rescore < nr)
+			nr = k * h->p.rescore;
+		nres = rescore(h, &d, t, fq, res, nr, &s.nrescored);
+	}
 	*nout = collect_hits(h, &d, res, nres, k, out);
 	SH_READ_UNLOCK(h);
 
