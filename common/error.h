@@ -27,7 +27,9 @@
 	X(ETOOBIG, 11, "input exceeds a size limit")                           \
 	X(ESTALE, 12, "write ignored: a newer version is stored")              \
 	X(EUNSUPPORTED, 13, "operation not supported")                         \
-	X(EBUSY, 14, "resource busy")
+	X(EBUSY, 14, "resource busy")                                          \
+	X(EMOVED, 15, "slot not owned by this node at its map epoch")          \
+	X(ENOCOLLECTION, 16, "unknown collection")
 
 typedef enum sh_err {
 #define SH_ERR_ENUM_(name, num, msg) SH_##name = num,

@@ -1,0 +1,64 @@
+/*
+ * Command-line flags and config files, one table per program.
+ *
+ * A program declares its flags as an array of sh_flag, each pointing at the
+ * variable it sets; the value a variable holds before parsing is its default
+ * (and is what --help prints). Flags are given as `--name value`,
+ * `--name=value`, or for booleans `--name` / `--no-name`. When the table has
+ * a string flag named by `config_flag`, and it is set on the command line,
+ * that file is read first: one `name = value` per line, `#` comments and
+ * blank lines ignored; the command line then overrides the file.
+ *
+ * Every value is checked (type, range, choice) and a bad one is an error
+ * naming the flag, never a silent default.
+ */
+#ifndef SH_FLAGS_H
+#define SH_FLAGS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef enum sh_flag_type {
+	SH_FLAG_STR,	/* const char **: the string (owned by sh_flags) */
+	SH_FLAG_INT,	/* int64_t * */
+	SH_FLAG_BOOL,	/* bool *: true|false|1|0|yes|no|on|off */
+	SH_FLAG_SIZE,	/* uint64_t *: bytes, with optional K/M/G/T suffix
+			   (powers of 1024) */
+	SH_FLAG_CHOICE, /* int *: index into `choices` ("a|b|c") */
+} sh_flag_type;
+
+typedef struct sh_flag {
+	const char *name; /* "listen" for --listen */
+	sh_flag_type type;
+	void *ptr;
+	const char *help;
+	const char *choices; /* SH_FLAG_CHOICE: "always|batch|never" */
+	int64_t min, max;    /* INT, SIZE: allowed range when min < max */
+} sh_flag;
+
+/* Parsed state: owns the strings that SH_FLAG_STR variables point at. */
+typedef struct sh_flags sh_flags;
+
+/*
+ * Parses argv[1..argc) against flags[0..n). Stops at the first argument
+ * that does not start with "--" (or after "--"); *first_arg (optional) gets
+ * its index. *help is set when --help was given (nothing else is checked
+ * then). Returns SH_OK, SH_EINVAL (unknown flag, missing or bad value,
+ * unreadable or malformed config file) with a message in err, or
+ * SH_ENOMEM. On success *out must be freed with sh_flags_free() once the
+ * string variables are no longer used; on error nothing needs freeing.
+ */
+int sh_flags_parse(const sh_flag *flags, size_t n, int argc, char **argv,
+		   const char *config_flag, sh_flags **out, int *first_arg,
+		   bool *help, char *err, size_t errlen);
+
+void sh_flags_free(sh_flags *f);
+
+/* Prints a usage text: summary, then one entry per flag with its help and
+ * its current value as the default. */
+void sh_flags_usage(FILE *out, const char *usage_line, const char *summary,
+		    const sh_flag *flags, size_t n);
+
+#endif
