@@ -863,10 +863,10 @@ static int check_set_slots(vctx *c, const Shoal__V1__SetSlotsRequest *r)
 	for (size_t i = 0; i < r->owned->n_ranges; i++) {
 		const Shoal__V1__SlotRange *s = r->owned->ranges[i];
 		size_t old = path_push(c, ".owned.ranges[%zu]", i);
-		if (!s || s->first > s->last || s->last >= SH_WIRE_SLOTS)
+		if (!s || s->first > s->last || s->last >= SH_SLOTS)
 			return fail(c, SH_EINVAL,
 				    "range must have first <= last < %d",
-				    SH_WIRE_SLOTS);
+				    SH_SLOTS);
 		if (i > 0 && s->first <= r->owned->ranges[i - 1]->last)
 			return fail(c, SH_EINVAL,
 				    "ranges must ascend without overlap");
@@ -943,9 +943,9 @@ static int check_op(vctx *c, const Shoal__V1__Request *q)
 		    (rc = check_batch_limit(
 			 c, "max_points", q->stream_slot->max_points)) != SH_OK)
 			return rc;
-		if (q->stream_slot->slot >= SH_WIRE_SLOTS)
+		if (q->stream_slot->slot >= SH_SLOTS)
 			return fail(c, SH_EINVAL, "slot %u; at most %d",
-				    q->stream_slot->slot, SH_WIRE_SLOTS - 1);
+				    q->stream_slot->slot, SH_SLOTS - 1);
 		return SH_OK;
 	default:
 		break;

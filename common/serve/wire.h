@@ -41,6 +41,7 @@
 #include <stdint.h>
 
 #include "pid.h"
+#include "slots.h"
 #include "shoal.pb-c.h"
 
 /* The protocol version this build speaks (Request.protocol_version). */
@@ -102,8 +103,6 @@
 #define SH_WIRE_MAX_PAYLOAD_INDEXES 64
 /* Scroll and stream cursors, in bytes (they are opaque positions: a key). */
 #define SH_WIRE_MAX_CURSOR 1024
-/* Slots in the cluster map (slot = hash % SH_WIRE_SLOTS). */
-#define SH_WIRE_SLOTS 16384
 
 /* Limits a decoder enforces. Start from sh_wire_limits_default() and
  * change what a flag configures. Values above the SH_WIRE_MAX_* constants

@@ -829,16 +829,16 @@ static void test_bad_collections_and_slots_are_einval(void **state)
 	rg[1]->first = 4095; /* overlaps the first range */
 	assert_int_equal(recode(r), SH_EINVAL);
 	rg[1]->first = 4096;
-	rg[1]->last = SH_WIRE_SLOTS;
+	rg[1]->last = SH_SLOTS;
 	assert_int_equal(recode(r), SH_EINVAL);
-	rg[1]->last = SH_WIRE_SLOTS - 1;
+	rg[1]->last = SH_SLOTS - 1;
 	assert_int_equal(recode(r), SH_OK);
 	r->set_slots->map_epoch = 0;
 	assert_int_equal(recode(r), SH_EINVAL);
 	sh_wire_free_request(r);
 
 	r = sample(SHOAL__V1__REQUEST__OP_STREAM_SLOT);
-	r->stream_slot->slot = SH_WIRE_SLOTS;
+	r->stream_slot->slot = SH_SLOTS;
 	assert_int_equal(recode(r), SH_EINVAL);
 	sh_wire_free_request(r);
 }
