@@ -244,44 +244,6 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
-static bool utf8_valid(const unsigned char *s, size_t n)
-{
-	size_t i = 0;
-	while (i < n) {
-		unsigned c = s[i];
-		size_t len;
-		uint32_t cp;
-		if (c < 0x80) {
-			i++;
-			continue;
-		} else if ((c & 0xe0) == 0xc0) {
-			len = 2;
-			cp = c & 0x1f;
-		} else if ((c & 0xf0) == 0xe0) {
-			len = 3;
-			cp = c & 0x0f;
-		} else if ((c & 0xf8) == 0xf0) {
-			len = 4;
-			cp = c & 0x07;
-		} else {
-			return false;
-		}
-		if (i + len > n)
-			return false;
-		for (size_t j = 1; j < len; j++) {
-			if ((s[i + j] & 0xc0) != 0x80)
-				return false;
-			cp = (cp << 6) | (s[i + j] & 0x3f);
-		}
-		if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
-		    (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
-		    (cp >= 0xd800 && cp <= 0xdfff))
-			return false;
-		i += len;
-	}
-	return true;
-}
-
 static int check_key(const char *key, char *err, size_t errlen)
 {
 	size_t n = strlen(key);
@@ -295,7 +257,7 @@ static int check_key(const char *key, char *err, size_t errlen)
 		       key);
 		return SH_EINVAL;
 	}
-	if (!utf8_valid((const unsigned char *)key, n)) {
+	if (!sh_utf8_valid(key, n)) {
 		seterr(err, errlen, "key is not valid UTF-8");
 		return SH_EINVAL;
 	}
@@ -378,10 +340,8 @@ static int validate_node(const sh_filter *f, int depth, size_t *count,
 						size_t n =
 						    strlen(c->keywords[j]);
 						if (n > SH_FILTER_MAX_KEYWORD ||
-						    !utf8_valid(
-							(const unsigned char *)
-							    c->keywords[j],
-							n)) {
+						    !sh_utf8_valid(
+							c->keywords[j], n)) {
 							seterr(
 							    err, errlen,
 							    "match on \"%s\": "
@@ -493,7 +453,7 @@ bool sh_filter_number_as_int64(double d, int64_t *out)
 	return true;
 }
 
-static bool in_range(const sh_range *r, double d)
+bool sh_range_contains(const sh_range *r, double d)
 {
 	if (isnan(d))
 		return false;
@@ -512,7 +472,8 @@ static bool in_range(const sh_range *r, double d)
 static bool scalar_passes(const sh_cond *c, const cJSON *v)
 {
 	if (c->kind == SH_COND_RANGE)
-		return cJSON_IsNumber(v) && in_range(&c->range, v->valuedouble);
+		return cJSON_IsNumber(v) &&
+		       sh_range_contains(&c->range, v->valuedouble);
 	switch (c->mkind) {
 	case SH_MATCH_KEYWORD:
 		if (!cJSON_IsString(v) || !v->valuestring)

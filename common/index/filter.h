@@ -113,6 +113,10 @@ typedef struct sh_range {
 	double gt, gte, lt, lte;
 } sh_range;
 
+/* True when d is inside every bound r sets (NaN is in no range). The one
+ * range test of the evaluator and the payload indexes. */
+bool sh_range_contains(const sh_range *r, double d);
+
 typedef struct sh_filter sh_filter;
 
 /* One clause. Only the members of its kind are meaningful. */

@@ -387,19 +387,6 @@ static int num_remove(pfield *f, double v, uint32_t iid)
 	return SH_OK;
 }
 
-static bool range_passes(const sh_range *r, double d)
-{
-	if (r->has_gt && !(d > r->gt))
-		return false;
-	if (r->has_gte && !(d >= r->gte))
-		return false;
-	if (r->has_lt && !(d < r->lt))
-		return false;
-	if (r->has_lte && !(d <= r->lte))
-		return false;
-	return true;
-}
-
 static bool above_lower(const sh_range *r, double d)
 {
 	return (!r->has_gt || d > r->gt) && (!r->has_gte || d >= r->gte);
@@ -445,7 +432,7 @@ static void num_range(const pfield *f, const sh_range *r, roaring_bitmap_t *bm)
 		}
 	}
 	for (size_t i = 0; i < f->ntail; i++) {
-		if (!range_passes(r, f->tail[i].v))
+		if (!sh_range_contains(r, f->tail[i].v))
 			continue;
 		buf[nb++] = f->tail[i].iid;
 		if (nb == 256) {

@@ -16,14 +16,16 @@ sh_pid sh_pid_u64(uint64_t v)
 	return p;
 }
 
-/* Strict UTF-8 check: no overlongs, no surrogates, nothing above U+10FFFF. */
-static bool utf8_valid(const unsigned char *s, size_t n)
+bool sh_utf8_valid(const void *str, size_t n)
 {
+	const unsigned char *s = str;
 	size_t i = 0;
 	while (i < n) {
 		unsigned c = s[i];
 		size_t need;
 		uint32_t cp, min;
+		if (c == 0)
+			return false;
 		if (c < 0x80) {
 			i++;
 			continue;
@@ -52,8 +54,7 @@ static bool utf8_valid(const unsigned char *s, size_t n)
 
 int sh_pid_str(const char *s, size_t len, sh_pid *out)
 {
-	if (!s || len == 0 || len > SH_PID_MAX_STR ||
-	    !utf8_valid((const unsigned char *)s, len))
+	if (!s || len == 0 || len > SH_PID_MAX_STR || !sh_utf8_valid(s, len))
 		return SH_EINVAL;
 	memset(out, 0, sizeof(*out));
 	out->kind = SH_PID_STR;

@@ -29,11 +29,17 @@ typedef struct sh_pid {
 	char str[SH_PID_MAX_STR]; /* not NUL-terminated when len == 64 */
 } sh_pid;
 
+/* Strict UTF-8: true when the n bytes are well-formed UTF-8 with no
+ * overlong forms, no surrogates, nothing above U+10FFFF and no NUL (an
+ * embedded NUL would silently shorten a string handed on as C text). The one
+ * check for ids, payload keys and filter values. */
+bool sh_utf8_valid(const void *s, size_t n);
+
 /* An integer id. */
 sh_pid sh_pid_u64(uint64_t v);
 
 /* A string id. Returns SH_OK, or SH_EINVAL when len is 0, len exceeds
- * SH_PID_MAX_STR or the bytes are not valid UTF-8 (out is then untouched). */
+ * SH_PID_MAX_STR or the bytes are not sh_utf8_valid (out is then untouched). */
 int sh_pid_str(const char *s, size_t len, sh_pid *out);
 
 bool sh_pid_eq(const sh_pid *a, const sh_pid *b);

@@ -48,44 +48,6 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Strict UTF-8 (no overlongs, surrogates or code points above U+10FFFF),
- * and no NUL: protobuf-c hands strings over NUL-terminated, so an embedded
- * NUL would silently shorten an id or a key. */
-static bool utf8_ok(const uint8_t *s, size_t n)
-{
-	size_t i = 0;
-	while (i < n) {
-		unsigned c = s[i];
-		size_t need;
-		uint32_t cp, min;
-		if (c == 0)
-			return false;
-		if (c < 0x80) {
-			i++;
-			continue;
-		} else if ((c & 0xE0) == 0xC0) {
-			need = 1, cp = c & 0x1F, min = 0x80;
-		} else if ((c & 0xF0) == 0xE0) {
-			need = 2, cp = c & 0x0F, min = 0x800;
-		} else if ((c & 0xF8) == 0xF0) {
-			need = 3, cp = c & 0x07, min = 0x10000;
-		} else {
-			return false;
-		}
-		if (n - i - 1 < need)
-			return false;
-		for (size_t j = 1; j <= need; j++) {
-			if ((s[i + j] & 0xC0) != 0x80)
-				return false;
-			cp = (cp << 6) | (s[i + j] & 0x3F);
-		}
-		if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-			return false;
-		i += need + 1;
-	}
-	return true;
-}
-
 /* ---- The raw pre-scan ---------------------------------------------------- */
 
 /*
@@ -212,7 +174,7 @@ static int scan(scan_state *st, const uint8_t *p, size_t n,
 					       depth + 1)) != SH_OK)
 					return rc;
 			} else if (f->type == PROTOBUF_C_TYPE_STRING) {
-				if (!utf8_ok(sub, len)) {
+				if (!sh_utf8_valid(sub, len)) {
 					set_err(st->err, st->errlen,
 						"field '%s' is not UTF-8 "
 						"without NUL bytes",
@@ -404,7 +366,7 @@ static int check_key(vctx *c, const char *key)
 	if (n > SH_WIRE_MAX_KEY)
 		return fail(c, SH_ETOOBIG, "key longer than %d bytes",
 			    SH_WIRE_MAX_KEY);
-	if (!utf8_ok((const uint8_t *)key, n))
+	if (!sh_utf8_valid(key, n))
 		return fail(c, SH_EINVAL, "key is not UTF-8");
 	return SH_OK;
 }
@@ -546,8 +508,8 @@ static int check_match(vctx *c, const Shoal__V1__Match *m)
 		return rc;
 	switch (m->value_case) {
 	case SHOAL__V1__MATCH__VALUE_KEYWORD:
-		if (!utf8_ok((const uint8_t *)str_or_empty(m->keyword),
-			     strlen(str_or_empty(m->keyword))))
+		if (!sh_utf8_valid(str_or_empty(m->keyword),
+				   strlen(str_or_empty(m->keyword))))
 			return fail(c, SH_EINVAL, "keyword is not UTF-8");
 		return SH_OK;
 	case SHOAL__V1__MATCH__VALUE_INTEGER:
@@ -560,7 +522,7 @@ static int check_match(vctx *c, const Shoal__V1__Match *m)
 			return rc;
 		for (size_t i = 0; i < m->any_keyword->n_values; i++) {
 			const char *s = str_or_empty(m->any_keyword->values[i]);
-			if (!utf8_ok((const uint8_t *)s, strlen(s)))
+			if (!sh_utf8_valid(s, strlen(s)))
 				return fail(c, SH_EINVAL,
 					    "keyword %zu is not UTF-8", i);
 		}

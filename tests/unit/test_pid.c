@@ -26,6 +26,7 @@ static void test_string_id_rejects_bad_utf8_and_lengths(void **state)
 	assert_int_equal(sh_pid_str("\xe2\x82", 2, &p),
 			 SH_EINVAL); /* truncated */
 	assert_int_equal(sh_pid_str("sku-\xc3\xa9", 6, &p), SH_OK);
+	assert_int_equal(sh_pid_str("a\0b", 3, &p), SH_EINVAL); /* NUL */
 }
 
 static void test_int_and_string_ids_are_distinct(void **state)
