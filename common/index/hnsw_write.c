@@ -265,6 +265,17 @@ int hnsw_ensure_capacity(sh_hnsw *h, uint32_t iid)
 	return SH_OK;
 }
 
+/* Zeroes a node's header except its flags byte. An exact scan reads the
+ * flags of every iid below `next` with atomic loads, including blocks being
+ * released or reused, so the flags are only ever changed by atomic stores
+ * (node_set_flags): a scan sees 0 and skips the block, or sees NF_USED
+ * after the block was fully written. */
+static void clear_header(const sh_hnsw *h, char *n)
+{
+	memset(n, 0, OFF_FLAGS);
+	memset(n + OFF_FLAGS + 1, 0, h->vec_off - OFF_FLAGS - 1);
+}
+
 /* Writes a node block for iid (not yet reachable). */
 int hnsw_node_init(sh_hnsw *h, uint32_t iid, const sh_pid *pid, uint32_t level,
 		   bool tomb, const float *vec)
@@ -291,7 +302,7 @@ int hnsw_node_init(sh_hnsw *h, uint32_t iid, const sh_pid *pid, uint32_t level,
 		*spid = *pid;
 		h->nstr++;
 	}
-	memset(n, 0, h->vec_off);
+	clear_header(h, n);
 	*(uint8_t *)(n + OFF_LEVEL) = (uint8_t)level;
 	uint64_t lab = spid ? (uint64_t)(uintptr_t)spid : pid->num;
 	memcpy(n + OFF_LABEL, &lab, sizeof(lab));
@@ -321,7 +332,8 @@ void hnsw_node_release(sh_hnsw *h, uint32_t iid)
 		free((void *)(uintptr_t)node_label(n));
 		h->nstr--;
 	}
-	memset(n, 0, h->vec_off);
+	node_set_flags(n, 0);
+	clear_header(h, n);
 }
 
 static uint32_t random_level(sh_hnsw *h)
