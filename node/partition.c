@@ -300,6 +300,23 @@ static int prior_version(sh_partition *p, const sh_pid *ids,
 	return SH_OK;
 }
 
+/* Ends a write request (writer mutex held): points from `reached` on get
+ * rc, the batch is committed, the mutex released and the statuses copied
+ * out. Returns rc, or the commit's error when it failed. */
+static int end_write(sh_partition *p, int rc, int *st, size_t reached, size_t n,
+		     int *status)
+{
+	for (size_t j = reached; j < n; j++)
+		st[j] = rc;
+	int crc = commit(p);
+	pthread_mutex_unlock(&p->wmu);
+	if (crc)
+		rc = crc;
+	if (status)
+		memcpy(status, st, n * sizeof(*st));
+	return rc;
+}
+
 int sh_partition_upsert(sh_partition *p, const sh_partition_point *pts,
 			size_t n, int *status)
 {
@@ -408,14 +425,7 @@ int sh_partition_upsert(sh_partition *p, const sh_partition_point *pts,
 		    pt->payload_json ? pt->payload_len : 0);
 		st[i] = SH_OK;
 	}
-	for (size_t j = i; j < n; j++)
-		st[j] = rc;
-	int crc = commit(p);
-	pthread_mutex_unlock(&p->wmu);
-	if (crc)
-		rc = crc;
-	if (status)
-		memcpy(status, st, n * sizeof(*st));
+	rc = end_write(p, rc, st, i, n, status);
 out:
 	if (parsed)
 		for (size_t j = 0; j < n; j++)
@@ -476,14 +486,7 @@ int sh_partition_delete(sh_partition *p, const sh_pid *ids,
 					    vers[i]);
 		st[i] = SH_OK;
 	}
-	for (size_t j = i; j < n; j++)
-		st[j] = rc;
-	int crc = commit(p);
-	pthread_mutex_unlock(&p->wmu);
-	if (crc)
-		rc = crc;
-	if (status)
-		memcpy(status, st, n * sizeof(*st));
+	rc = end_write(p, rc, st, i, n, status);
 out:
 	free(vers);
 	free(st);

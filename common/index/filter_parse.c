@@ -955,10 +955,14 @@ static sh_filter *parse_unary(parser *p)
 	return x ? negate(p, x) : NULL;
 }
 
-static sh_filter *parse_and(parser *p)
+/* A chain "x OP y OP z" of sub-expressions joined into one filter by join
+ * (and → must, or → should); a lone sub-expression is returned as is. */
+static sh_filter *parse_chain(parser *p, tok_type op,
+			      sh_filter *(*sub)(parser *),
+			      void (*join)(parser *, sh_filter *, sh_filter *))
 {
-	sh_filter *x = parse_unary(p);
-	if (!x || p->cur.type != T_AND)
+	sh_filter *x = sub(p);
+	if (!x || p->cur.type != op)
 		return x;
 	sh_filter *r;
 	if (sh_filter_new(&r) != SH_OK) {
@@ -966,12 +970,12 @@ static sh_filter *parse_and(parser *p)
 		nomem(p);
 		return NULL;
 	}
-	and_into(p, r, x);
-	while (p->rc == SH_OK && p->cur.type == T_AND) {
+	join(p, r, x);
+	while (p->rc == SH_OK && p->cur.type == op) {
 		advance(p);
-		x = parse_unary(p);
+		x = sub(p);
 		if (x)
-			and_into(p, r, x);
+			join(p, r, x);
 	}
 	if (p->rc != SH_OK) {
 		sh_filter_free(r);
@@ -980,29 +984,14 @@ static sh_filter *parse_and(parser *p)
 	return r;
 }
 
+static sh_filter *parse_and(parser *p)
+{
+	return parse_chain(p, T_AND, parse_unary, and_into);
+}
+
 static sh_filter *parse_or(parser *p)
 {
-	sh_filter *x = parse_and(p);
-	if (!x || p->cur.type != T_OR)
-		return x;
-	sh_filter *r;
-	if (sh_filter_new(&r) != SH_OK) {
-		sh_filter_free(x);
-		nomem(p);
-		return NULL;
-	}
-	or_into(p, r, x);
-	while (p->rc == SH_OK && p->cur.type == T_OR) {
-		advance(p);
-		x = parse_and(p);
-		if (x)
-			or_into(p, r, x);
-	}
-	if (p->rc != SH_OK) {
-		sh_filter_free(r);
-		return NULL;
-	}
-	return r;
+	return parse_chain(p, T_OR, parse_and, or_into);
 }
 
 int sh_filter_parse(const char *text, sh_filter **out, char *err, size_t errlen)
