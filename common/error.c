@@ -1,5 +1,8 @@
 #include "error.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 const char *sh_strerror(int code)
 {
 	switch (code) {
@@ -22,4 +25,15 @@ const char *sh_errname(int code)
 #undef SH_ERR_NAME_
 	}
 	return "EUNKNOWN";
+}
+
+int sh_errf(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+	if (err && errlen) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return code;
 }

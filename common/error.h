@@ -12,6 +12,8 @@
 #ifndef SH_ERROR_H
 #define SH_ERROR_H
 
+#include <stddef.h>
+
 #define SH_ERRNO_MAP(X)                                                        \
 	X(OK, 0, "success")                                                    \
 	X(ENOMEM, 1, "out of memory")                                          \
@@ -43,5 +45,11 @@ const char *sh_strerror(int code);
 
 /* The symbolic name without prefix ("ENOMEM"); never NULL. */
 const char *sh_errname(int code);
+
+/* Writes a printf-style message into err (when err is not NULL and errlen is
+ * not 0; truncated to errlen) and returns code: the one helper behind every
+ * "fail with a message" in shoal. Any thread. */
+int sh_errf(char *err, size_t errlen, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 #endif

@@ -234,15 +234,8 @@ bool sh_filter_is_empty(const sh_filter *f)
 
 /* ---- Validation ---------------------------------------------------------- */
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	if (!err || errlen == 0)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
+/* A message for the caller; the code is returned separately. */
+#define seterr(err, errlen, ...) ((void)sh_errf(err, errlen, 0, __VA_ARGS__))
 
 static int check_key(const char *key, char *err, size_t errlen)
 {

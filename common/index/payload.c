@@ -819,17 +819,6 @@ void sh_filter_plan_clear(sh_filter_plan *p)
 
 /* ---- Testing hooks ------------------------------------------------------- */
 
-static int corrupt(char *err, size_t errlen, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return SH_ECORRUPT;
-}
-
 int sh_payload_index_validate(const sh_payload_index *idx, char *err,
 			      size_t errlen)
 {
@@ -837,7 +826,7 @@ int sh_payload_index_validate(const sh_payload_index *idx, char *err,
 		const pfield *f = &idx->fields[i];
 		const char *nm = f->decl.name;
 		if (!roaring_bitmap_is_subset(f->present, idx->all))
-			return corrupt(err, errlen,
+			return sh_errf(err, errlen, SH_ECORRUPT,
 				       "%s: present outside the "
 				       "universe",
 				       nm);
@@ -848,49 +837,51 @@ int sh_payload_index_validate(const sh_payload_index *idx, char *err,
 				continue;
 			used++;
 			if (s->hash != kw_hash(s->val))
-				return corrupt(err, errlen, "%s: bad hash", nm);
+				return sh_errf(err, errlen, SH_ECORRUPT,
+					       "%s: bad hash", nm);
 			if (roaring_bitmap_is_empty(s->bm) ||
 			    !roaring_bitmap_is_subset(s->bm, f->present))
-				return corrupt(
-				    err, errlen,
+				return sh_errf(
+				    err, errlen, SH_ECORRUPT,
 				    "%s: keyword \"%s\" bitmap empty or "
 				    "outside present",
 				    nm, s->val);
 			if (kw_find(f, s->val, s->hash) != j)
-				return corrupt(
-				    err, errlen,
+				return sh_errf(
+				    err, errlen, SH_ECORRUPT,
 				    "%s: probe chain of \"%s\" broken", nm,
 				    s->val);
 		}
 		if (used != f->used)
-			return corrupt(err, errlen,
+			return sh_errf(err, errlen, SH_ECORRUPT,
 				       "%s: %zu keywords, counted %zu", nm,
 				       f->used, used);
 		if (f->btrue &&
 		    (!roaring_bitmap_is_subset(f->btrue, f->present) ||
 		     !roaring_bitmap_is_subset(f->bfalse, f->present)))
-			return corrupt(err, errlen, "%s: bool outside present",
-				       nm);
+			return sh_errf(err, errlen, SH_ECORRUPT,
+				       "%s: bool outside present", nm);
 		size_t dead = 0;
 		for (size_t j = 0; j < f->nsorted; j++) {
 			dead += f->sorted[j].dead != 0;
 			if (j && num_cmp(&f->sorted[j - 1], f->sorted[j].v,
 					 f->sorted[j].iid) > 0)
-				return corrupt(err, errlen,
+				return sh_errf(err, errlen, SH_ECORRUPT,
 					       "%s: not sorted at %zu", nm, j);
 			if (!f->sorted[j].dead &&
 			    !roaring_bitmap_contains(f->present,
 						     f->sorted[j].iid))
-				return corrupt(
-				    err, errlen,
+				return sh_errf(
+				    err, errlen, SH_ECORRUPT,
 				    "%s: numeric entry outside present", nm);
 		}
 		if (dead != f->ndead)
-			return corrupt(err, errlen, "%s: dead count", nm);
+			return sh_errf(err, errlen, SH_ECORRUPT,
+				       "%s: dead count", nm);
 		for (size_t j = 0; j < f->ntail; j++)
 			if (!roaring_bitmap_contains(f->present,
 						     f->tail[j].iid))
-				return corrupt(err, errlen,
+				return sh_errf(err, errlen, SH_ECORRUPT,
 					       "%s: tail entry outside present",
 					       nm);
 	}

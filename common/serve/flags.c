@@ -19,20 +19,6 @@ struct sh_flags {
 	size_t nstrs, cap;
 };
 
-static int errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return SH_EINVAL;
-}
-
 static const sh_flag *find(const sh_flag *flags, size_t n, const char *name,
 			   size_t len)
 {
@@ -84,36 +70,36 @@ static int set_value(sh_flags *st, const sh_flag *fl, const char *v, char *err,
 		return keep_str(st, v, (const char **)fl->ptr);
 	case SH_FLAG_BOOL:
 		if (parse_bool(v, (bool *)fl->ptr))
-			return errf(err, errlen,
-				    "--%s: expected true or false, got '%s'",
-				    fl->name, v);
+			return sh_errf(err, errlen, SH_EINVAL,
+				       "--%s: expected true or false, got '%s'",
+				       fl->name, v);
 		return SH_OK;
 	case SH_FLAG_INT: {
 		errno = 0;
 		long long x = strtoll(v, &end, 10);
 		if (errno || end == v || *end)
-			return errf(err, errlen,
-				    "--%s: expected an integer, got '%s'",
-				    fl->name, v);
+			return sh_errf(err, errlen, SH_EINVAL,
+				       "--%s: expected an integer, got '%s'",
+				       fl->name, v);
 		if (fl->min < fl->max && (x < fl->min || x > fl->max))
-			return errf(err, errlen,
-				    "--%s: %lld is outside %" PRId64
-				    "..%" PRId64,
-				    fl->name, x, fl->min, fl->max);
+			return sh_errf(err, errlen, SH_EINVAL,
+				       "--%s: %lld is outside %" PRId64
+				       "..%" PRId64,
+				       fl->name, x, fl->min, fl->max);
 		*(int64_t *)fl->ptr = x;
 		return SH_OK;
 	}
 	case SH_FLAG_SIZE: {
 		errno = 0;
 		if (*v == '-')
-			return errf(err, errlen,
-				    "--%s: a size cannot be negative",
-				    fl->name);
+			return sh_errf(err, errlen, SH_EINVAL,
+				       "--%s: a size cannot be negative",
+				       fl->name);
 		unsigned long long x = strtoull(v, &end, 10);
 		if (errno || end == v)
-			return errf(err, errlen,
-				    "--%s: expected a size, got '%s'", fl->name,
-				    v);
+			return sh_errf(err, errlen, SH_EINVAL,
+				       "--%s: expected a size, got '%s'",
+				       fl->name, v);
 		unsigned shift = 0;
 		switch (toupper((unsigned char)*end)) {
 		case 'K':
@@ -136,16 +122,17 @@ static int set_value(sh_flags *st, const sh_flag *fl, const char *v, char *err,
 		if (*end == 'i' || *end == 'B')
 			end += (*end == 'i' && end[1] == 'B') ? 2 : 1;
 		if (*end || (shift && x > (UINT64_MAX >> shift)))
-			return errf(err, errlen,
-				    "--%s: expected a size like 64M, got '%s'",
-				    fl->name, v);
+			return sh_errf(
+			    err, errlen, SH_EINVAL,
+			    "--%s: expected a size like 64M, got '%s'",
+			    fl->name, v);
 		x <<= shift;
 		if (fl->min < fl->max &&
 		    (x < (uint64_t)fl->min || x > (uint64_t)fl->max))
-			return errf(err, errlen,
-				    "--%s: %llu is outside %" PRId64
-				    "..%" PRId64,
-				    fl->name, x, fl->min, fl->max);
+			return sh_errf(err, errlen, SH_EINVAL,
+				       "--%s: %llu is outside %" PRId64
+				       "..%" PRId64,
+				       fl->name, x, fl->min, fl->max);
 		*(uint64_t *)fl->ptr = x;
 		return SH_OK;
 	}
@@ -159,8 +146,9 @@ static int set_value(sh_flags *st, const sh_flag *fl, const char *v, char *err,
 			}
 			c += len + (c[len] == '|');
 		}
-		return errf(err, errlen, "--%s: expected one of %s, got '%s'",
-			    fl->name, fl->choices, v);
+		return sh_errf(err, errlen, SH_EINVAL,
+			       "--%s: expected one of %s, got '%s'", fl->name,
+			       fl->choices, v);
 	}
 	}
 	return SH_EINVAL;
@@ -181,8 +169,8 @@ static int read_config(sh_flags *st, const sh_flag *flags, size_t n,
 {
 	FILE *f = fopen(path, "r");
 	if (!f)
-		return errf(err, errlen, "config %s: %s", path,
-			    strerror(errno));
+		return sh_errf(err, errlen, SH_EINVAL, "config %s: %s", path,
+			       strerror(errno));
 	char *buf = malloc(SH_FLAGS_FILE_MAX + 1);
 	if (!buf) {
 		fclose(f);
@@ -192,12 +180,14 @@ static int read_config(sh_flags *st, const sh_flag *flags, size_t n,
 	fclose(f);
 	int rc = SH_OK;
 	if (len > SH_FLAGS_FILE_MAX) {
-		rc = errf(err, errlen, "config %s: larger than %u bytes", path,
-			  SH_FLAGS_FILE_MAX);
+		rc = sh_errf(err, errlen, SH_EINVAL,
+			     "config %s: larger than %u bytes", path,
+			     SH_FLAGS_FILE_MAX);
 		goto out;
 	}
 	if (memchr(buf, 0, len)) {
-		rc = errf(err, errlen, "config %s: not a text file", path);
+		rc = sh_errf(err, errlen, SH_EINVAL,
+			     "config %s: not a text file", path);
 		goto out;
 	}
 	buf[len] = 0;
@@ -215,25 +205,25 @@ static int read_config(sh_flags *st, const sh_flag *flags, size_t n,
 			continue;
 		char *eq = strchr(l, '=');
 		if (!eq) {
-			rc = errf(err, errlen,
-				  "config %s:%d: expected 'name = value'", path,
-				  lineno);
+			rc = sh_errf(err, errlen, SH_EINVAL,
+				     "config %s:%d: expected 'name = value'",
+				     path, lineno);
 			goto out;
 		}
 		*eq = 0;
 		char *name = trim(l), *val = trim(eq + 1);
 		const sh_flag *fl = find(flags, n, name, strlen(name));
 		if (!fl) {
-			rc = errf(err, errlen,
-				  "config %s:%d: unknown setting '%s'", path,
-				  lineno, name);
+			rc = sh_errf(err, errlen, SH_EINVAL,
+				     "config %s:%d: unknown setting '%s'", path,
+				     lineno, name);
 			goto out;
 		}
 		char msg[256];
 		if ((rc = set_value(st, fl, val, msg, sizeof(msg)))) {
 			if (rc == SH_EINVAL)
-				errf(err, errlen, "config %s:%d: %s", path,
-				     lineno, msg);
+				sh_errf(err, errlen, SH_EINVAL,
+					"config %s:%d: %s", path, lineno, msg);
 			goto out;
 		}
 	}
@@ -303,9 +293,9 @@ int sh_flags_parse(const sh_flag *flags, size_t n, int argc, char **argv,
 			fl = NULL;
 		}
 		if (!fl) {
-			rc = errf(err, errlen,
-				  "unknown flag --%.*s (see --help)", (int)len,
-				  name);
+			rc = sh_errf(err, errlen, SH_EINVAL,
+				     "unknown flag --%.*s (see --help)",
+				     (int)len, name);
 			goto fail;
 		}
 		const char *v;
@@ -317,7 +307,8 @@ int sh_flags_parse(const sh_flag *flags, size_t n, int argc, char **argv,
 		} else if (i + 1 < argc) {
 			v = argv[++i];
 		} else {
-			rc = errf(err, errlen, "--%s needs a value", fl->name);
+			rc = sh_errf(err, errlen, SH_EINVAL,
+				     "--%s needs a value", fl->name);
 			goto fail;
 		}
 		if ((rc = set_value(st, fl, v, err, errlen)))

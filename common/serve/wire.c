@@ -35,18 +35,8 @@ void sh_wire_limits_default(sh_wire_limits *lim)
 	lim->max_items = SH_WIRE_MAX_ITEMS;
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	if (!err || errlen == 0)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
+/* A message for the caller; the code is returned separately. */
+#define set_err(err, errlen, ...) ((void)sh_errf(err, errlen, 0, __VA_ARGS__))
 
 /* ---- The raw pre-scan ---------------------------------------------------- */
 
