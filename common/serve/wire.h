@@ -40,6 +40,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "filter.h"
 #include "pid.h"
 #include "slots.h"
 #include "shoal.pb-c.h"
@@ -197,13 +198,23 @@ int sh_wire_decode_response(const uint8_t *buf, size_t len,
  * no-op. */
 void sh_wire_free_response(Shoal__V1__Response *resp);
 
-/* ---- Point ids ------------------------------------------------------------
- */
+/* ---- Point ids ------------------------------------------------------- */
 
 /* PointId → sh_pid. Returns SH_OK, or SH_EINVAL when no kind is set or the
  * string is empty, longer than SH_PID_MAX_STR bytes or not UTF-8 (*out is
  * then untouched). */
 int sh_wire_pid_from_proto(const Shoal__V1__PointId *in, sh_pid *out);
+
+/* ---- Filters ---------------------------------------------------------- */
+
+/* The wire's Filter message → an sh_filter for the index core and the
+ * payload planner (in may be NULL: a filter that passes everything).
+ * Returns SH_OK with *out set (the caller's: sh_filter_free), or SH_EINVAL
+ * with a message (an empty clause or condition, a match without a value, a
+ * bad id in has_id, anything sh_filter_validate refuses), or SH_ENOMEM. A
+ * request that passed sh_wire_decode_request converts without EINVAL. */
+int sh_wire_filter_to_sh(const Shoal__V1__Filter *in, sh_filter **out,
+			 char *err, size_t errlen);
 
 /* sh_pid → PointId, without allocating: *out is initialised and its str (for
  * string ids) points into strbuf, which must outlive *out's use (encoding).
