@@ -476,15 +476,16 @@ int sh_partition_delete(sh_partition *p, const sh_pid *ids,
 		if (have && vers[i] < v)
 			continue;
 		uint32_t iid = SH_IID_NONE;
+		st[i] = SH_ENOTFOUND;
 		if (sh_hnsw_delete(p->h, &ids[i], &iid) == SH_OK) {
 			pthread_rwlock_wrlock(&p->rw);
 			unindex_iid(p, iid);
 			pthread_rwlock_unlock(&p->rw);
+			st[i] = SH_OK;
 		}
 		sh_store_batch_delete_point(p->batch, p->coll.id,
 					    sh_slot_of(&ids[i]), &ids[i],
 					    vers[i]);
-		st[i] = SH_OK;
 	}
 	rc = end_write(p, rc, st, i, n, status);
 out:
@@ -607,6 +608,11 @@ void sh_partition_hits_clear(sh_partition_hit *hits, size_t n)
 	}
 }
 
+void sh_partition_info(const sh_partition *p, sh_hnsw_info *out)
+{
+	sh_hnsw_info_get(p->h, out);
+}
+
 int sh_partition_search(sh_partition *p, const float *q, size_t k, size_t ef,
 			const sh_filter *f, bool with_payload,
 			sh_partition_hit *out, size_t *nout,
@@ -677,6 +683,7 @@ int sh_partition_search(sh_partition *p, const float *q, size_t k, size_t ef,
 		out[i].dist = hits[i].dist;
 		out[i].payload = NULL;
 		out[i].payload_len = 0;
+		out[i].version = 0;
 		if (!with_payload)
 			continue;
 		sh_store_point sp;
@@ -686,6 +693,7 @@ int sh_partition_search(sh_partition *p, const float *q, size_t k, size_t ef,
 		if (grc == SH_OK) {
 			out[i].payload = sp.payload;
 			out[i].payload_len = sp.payload_len;
+			out[i].version = sp.version;
 		} else if (grc != SH_ENOTFOUND) {
 			sh_partition_hits_clear(out, i);
 			free(hits);
@@ -810,6 +818,8 @@ static int scroll_point(void *ctx, uint16_t slot, const sh_pid *pid,
 	}
 	int rc = sc->fn(sc->ctx, pid, sp->version,
 			sp->payload_len ? sp->payload : NULL, sp->payload_len);
+	if (rc == SH_PARTITION_SCROLL_SKIP)
+		return 0;
 	if (rc) {
 		sc->rc = rc;
 		return 1;

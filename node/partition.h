@@ -141,7 +141,9 @@ int sh_partition_upsert(sh_partition *p, const sh_partition_point *pts,
 /* Deletes n points in one batch; versions may be NULL (all 0). Each point
  * gets a tombstone record with its version (so a later write with a lower
  * version stays ignored), whether or not it was live. status (optional):
- * SH_OK or SH_ESTALE. Returns SH_OK, SH_EINVAL, SH_EIO, SH_ENOMEM. */
+ * SH_OK (it was live), SH_ENOTFOUND (it was not; the tombstone is written
+ * all the same) or SH_ESTALE (a newer version is stored; nothing written).
+ * Returns SH_OK, SH_EINVAL, SH_EIO, SH_ENOMEM. */
 int sh_partition_delete(sh_partition *p, const sh_pid *ids,
 			const uint64_t *versions, size_t n, int *status);
 
@@ -175,6 +177,7 @@ typedef struct sh_partition_hit {
 	float dist;	    /* see sh_metric; smaller is closer */
 	char *payload;	    /* with_payload: malloc'd JSON, NULL if none */
 	size_t payload_len; /* bytes without the NUL */
+	uint64_t version;   /* with_payload: the point's version, else 0 */
 } sh_partition_hit;
 
 /* The k nearest live points passing f (NULL or empty: all), ascending by
@@ -187,6 +190,9 @@ int sh_partition_search(sh_partition *p, const float *q, size_t k, size_t ef,
 			const sh_filter *f, bool with_payload,
 			sh_partition_hit *out, size_t *nout,
 			sh_hnsw_search_stats *st);
+
+/* The index's counters (live points, tombstones, memory). Any thread. */
+void sh_partition_info(const sh_partition *p, sh_hnsw_info *out);
 
 /* Frees the payloads of n hits. */
 void sh_partition_hits_clear(sh_partition_hit *hits, size_t n);
@@ -207,7 +213,10 @@ typedef struct sh_partition_cursor {
 
 /* Called per point of a page with the point's id, version and payload (len
  * bytes of JSON, NOT NUL-terminated, NULL when none), valid only during the
- * call. A nonzero return stops the scroll and is returned by it. */
+ * call. SH_PARTITION_SCROLL_SKIP leaves the point out of the page (it does
+ * not count towards limit); any other nonzero return stops the scroll and
+ * is returned by it. */
+#define SH_PARTITION_SCROLL_SKIP (-1)
 typedef int (*sh_partition_scroll_fn)(void *ctx, const sh_pid *id,
 				      uint64_t version, const char *payload,
 				      size_t len);

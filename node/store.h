@@ -205,6 +205,23 @@ typedef int (*sh_store_coll_fn)(void *ctx, const sh_store_coll *c);
 
 int sh_store_coll_list(sh_store *st, sh_store_coll_fn fn, void *ctx);
 
+/* ---- Node-level records ---------------------------------------------------
+ */
+
+/* Small records of the node itself (e.g. the slots it owns), kept in the
+ * meta CF under "node." + name (1..SH_STORE_MAX_NAME bytes). put writes
+ * with sync; get returns a malloc'd copy (free()) and SH_ENOTFOUND when
+ * there is none. Return SH_OK, SH_EINVAL, SH_ENOTFOUND, SH_EIO, SH_ENOMEM.
+ * Any thread. */
+int sh_store_node_put(sh_store *st, const char *name, const void *val,
+		      size_t len);
+int sh_store_node_get(sh_store *st, const char *name, void **val, size_t *len);
+
+/* An integer RocksDB property (e.g. "rocksdb.total-sst-files-size",
+ * "rocksdb.cur-size-all-mem-tables", "rocksdb.estimate-num-keys") summed
+ * over the column families. SH_OK or SH_ENOTFOUND. Any thread. */
+int sh_store_property(sh_store *st, const char *name, uint64_t *out);
+
 /* ---- Writes: one client operation = one batch ---------------------------- */
 
 /* A new empty batch (NULL when out of memory). Owned by the caller: free

@@ -10,6 +10,9 @@
 #include "error.h"
 
 static const char next_id_key[] = "next_collection_id";
+/* Node-level records (sh_store_node_put): "node." + name. */
+static const char node_key_prefix[] = "node.";
+#define NODE_KEY_PREFIX_LEN (sizeof(node_key_prefix) - 1)
 
 /* ---- Collection configs (JSON) ------------------------------------------- */
 
@@ -261,6 +264,9 @@ int store_meta_load(sh_store *st)
 			have_next = true;
 			continue;
 		}
+		if (kl > NODE_KEY_PREFIX_LEN &&
+		    memcmp(k, node_key_prefix, NODE_KEY_PREFIX_LEN) == 0)
+			continue; /* sh_store_node_get reads these */
 		if (kl != 4) {
 			rc = store_fail(SH_ECORRUPT,
 					"meta: unknown key of %zu bytes", kl);
@@ -466,4 +472,77 @@ int sh_store_coll_list(sh_store *st, sh_store_coll_fn fn, void *ctx)
 		rc = fn(ctx, &st->colls[i]);
 	pthread_mutex_unlock(&st->meta_lock);
 	return rc;
+}
+
+/* ---- Node-level records -------------------------------------------------- */
+
+static int node_key(const char *name, char *k, size_t *kl)
+{
+	size_t n = name ? strlen(name) : 0;
+	if (n == 0 || n > SH_STORE_MAX_NAME)
+		return store_fail(SH_EINVAL, "node record: bad name");
+	memcpy(k, node_key_prefix, NODE_KEY_PREFIX_LEN);
+	memcpy(k + NODE_KEY_PREFIX_LEN, name, n);
+	*kl = NODE_KEY_PREFIX_LEN + n;
+	return SH_OK;
+}
+
+int sh_store_node_put(sh_store *st, const char *name, const void *val,
+		      size_t len)
+{
+	char k[NODE_KEY_PREFIX_LEN + SH_STORE_MAX_NAME], *rerr = NULL;
+	size_t kl = 0;
+	int rc = node_key(name, k, &kl);
+	if (rc)
+		return rc;
+	if (!val && len)
+		return store_fail(SH_EINVAL, "node record: NULL value");
+	rocksdb_put_cf(st->db, st->wopts_sync, st->cf[CF_META], k, kl,
+		       val ? (const char *)val : "", len, &rerr);
+	return rerr ? store_fail_rocks(rerr, "node record: write") : SH_OK;
+}
+
+int sh_store_node_get(sh_store *st, const char *name, void **val, size_t *len)
+{
+	char k[NODE_KEY_PREFIX_LEN + SH_STORE_MAX_NAME], *rerr = NULL;
+	size_t kl = 0, vl = 0;
+	*val = NULL;
+	*len = 0;
+	int rc = node_key(name, k, &kl);
+	if (rc)
+		return rc;
+	char *v = rocksdb_get_cf(st->db, st->ropts, st->cf[CF_META], k, kl, &vl,
+				 &rerr);
+	if (rerr)
+		return store_fail_rocks(rerr, "node record: read");
+	if (!v)
+		return store_fail(SH_ENOTFOUND, "node record %s: none", name);
+	void *copy = malloc(vl ? vl : 1);
+	if (!copy) {
+		rocksdb_free(v);
+		return store_fail(SH_ENOMEM, "out of memory");
+	}
+	memcpy(copy, v, vl);
+	rocksdb_free(v);
+	*val = copy;
+	*len = vl;
+	return SH_OK;
+}
+
+int sh_store_property(sh_store *st, const char *name, uint64_t *out)
+{
+	*out = 0;
+	uint64_t sum = 0;
+	bool any = false;
+	for (int i = 0; i < NCF; i++) {
+		uint64_t v;
+		if (rocksdb_property_int_cf(st->db, st->cf[i], name, &v) == 0) {
+			sum += v;
+			any = true;
+		}
+	}
+	if (!any)
+		return store_fail(SH_ENOTFOUND, "no property %s", name);
+	*out = sum;
+	return SH_OK;
 }

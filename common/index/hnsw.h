@@ -233,6 +233,8 @@ typedef struct sh_hnsw_search_stats {
 	uint64_t nrescored; /* float rescoring fetches (int8 storage) */
 	bool fallback;	    /* a filtered graph walk ran past the cost of an
 			       exact scan and was replaced by one */
+	bool residual;	    /* candidates were checked by the filter's
+			       callback (a clause no index answers) */
 } sh_hnsw_search_stats;
 
 typedef struct sh_hnsw_hit {

@@ -429,6 +429,7 @@ static int search_impl(const sh_hnsw *h, const float *qv, size_t k, size_t ef,
 	if (rc)
 		return rc;
 	sh_hnsw_search_stats s = {0};
+	s.residual = f && f->fn;
 	s.plan = force_exact ? SH_PLAN_EXACT_SCAN
 			     : plan_search(h, f, ef, &s.est_pass);
 	bool quant = h->p.storage == SH_STORAGE_INT8;

@@ -297,6 +297,12 @@ static void test_versions(void **state)
 	assert_int_equal(sh_partition_delete(f->p, &pt.id, &ver, 1, &st),
 			 SH_OK);
 	assert_int_equal(st, SH_OK);
+	/* Deleting it again: not live, but the newer tombstone is kept. */
+	ver = 11;
+	assert_int_equal(sh_partition_delete(f->p, &pt.id, &ver, 1, &st),
+			 SH_OK);
+	assert_int_equal(st, SH_ENOTFOUND);
+	ver = 10;
 	old.version = 9;
 	assert_int_equal(sh_partition_upsert(f->p, &old, 1, &st), SH_OK);
 	assert_int_equal(st, SH_ESTALE);

@@ -1,0 +1,44 @@
+/*
+ * A blocking request/response client over nng REQ: what a router uses to
+ * talk to nodes, and what tests and benchmarks use to talk to a server.
+ *
+ * One sh_rpc is one REQ socket dialled to one URL (nng reconnects on its
+ * own). sh_rpc_call may be called from many threads at once: each call
+ * uses its own nng context. nng's automatic resend of a request is turned
+ * off (a resent write could land after a newer one); a call that times out
+ * returns SH_ETIMEDOUT and the write may or may not have been applied.
+ */
+#ifndef SH_RPC_H
+#define SH_RPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shoal.pb-c.h"
+#include "wire.h"
+
+typedef struct sh_rpc sh_rpc;
+
+/* Dials url (non-blocking: the connection is made in the background and
+ * calls wait for it up to their timeout). timeout_ms bounds each call.
+ * max_message bounds responses (0: SH_WIRE_MAX_MESSAGE). Returns SH_OK,
+ * SH_EINVAL (bad URL) or SH_ENOMEM, with a message in err. */
+int sh_rpc_dial(const char *url, int timeout_ms, size_t max_message,
+		sh_rpc **out, char *err, size_t errlen);
+
+void sh_rpc_close(sh_rpc *c);
+
+/* Sends req (protocol_version and a request_id are filled in when 0) and
+ * decodes the response into *resp (sh_wire_free_response). Returns SH_OK
+ * when a response arrived (whatever its code), SH_ETIMEDOUT, SH_EIO (no
+ * connection, closed) or SH_EINVAL (the response does not decode), with a
+ * message in err. */
+int sh_rpc_call(sh_rpc *c, Shoal__V1__Request *req, Shoal__V1__Response **resp,
+		char *err, size_t errlen);
+
+/* Sends len raw bytes and returns the raw response (malloc'd; free()).
+ * For tests of bad input. Returns as sh_rpc_call. */
+int sh_rpc_call_raw(sh_rpc *c, const uint8_t *buf, size_t len, uint8_t **out,
+		    size_t *outlen, char *err, size_t errlen);
+
+#endif

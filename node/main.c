@@ -1,0 +1,293 @@
+/* shoal-node: the shard server. Flags and config file (common/serve/flags),
+ * the libuv loop that runs the process (signals, timers), the node core
+ * (node.h) and its network side (server.h). */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "error.h"
+#include "flags.h"
+#include "log.h"
+#include "node.h"
+#include "server.h"
+#include "shoal_config.h"
+
+struct cfg {
+	const char *listen, *data_dir, *metrics, *config, *log_level;
+	const char *ready_file;
+	int fsync;
+	int64_t threads, fsync_interval_ms, vacuum_interval_ms, drain_ms;
+	int64_t block_cache_mib;
+	uint64_t max_message;
+	int64_t max_batch;
+	const char *vacuum_ratio;
+};
+
+struct app {
+	uv_loop_t *loop;
+	uv_signal_t sigint, sigterm;
+	uv_timer_t vacuum, sync;
+	uv_work_t vacuum_work, sync_work;
+	bool vacuum_busy, sync_busy, stopping;
+	sh_node *node;
+	sh_server *server;
+	int drain_ms;
+};
+
+static void vacuum_run(uv_work_t *w)
+{
+	struct app *a = w->data;
+	sh_node_vacuum_tick(a->node);
+}
+
+static void vacuum_done(uv_work_t *w, int status)
+{
+	struct app *a = w->data;
+	a->vacuum_busy = false;
+}
+
+static void on_vacuum_timer(uv_timer_t *t)
+{
+	struct app *a = t->data;
+	if (a->vacuum_busy || a->stopping)
+		return;
+	a->vacuum_busy = true;
+	a->vacuum_work.data = a;
+	if (uv_queue_work(a->loop, &a->vacuum_work, vacuum_run, vacuum_done))
+		a->vacuum_busy = false;
+}
+
+static void sync_run(uv_work_t *w)
+{
+	struct app *a = w->data;
+	int rc = sh_node_sync(a->node);
+	if (rc)
+		sh_error("node", "periodic fsync failed: %s", sh_strerror(rc));
+}
+
+static void sync_done(uv_work_t *w, int status)
+{
+	struct app *a = w->data;
+	a->sync_busy = false;
+}
+
+static void on_sync_timer(uv_timer_t *t)
+{
+	struct app *a = t->data;
+	if (a->sync_busy || a->stopping)
+		return;
+	a->sync_busy = true;
+	a->sync_work.data = a;
+	if (uv_queue_work(a->loop, &a->sync_work, sync_run, sync_done))
+		a->sync_busy = false;
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	struct app *a = h->data;
+	if (a->stopping)
+		return;
+	a->stopping = true;
+	sh_info("node", "%s: shutting down", strsignal(signum));
+	sh_node_set_state(a->node, SH_NODE_STOPPING);
+	/* Stop accepting, finish what is in flight, close the socket. */
+	sh_server_stop(a->server, a->drain_ms);
+	a->server = NULL;
+	uv_timer_stop(&a->vacuum);
+	uv_timer_stop(&a->sync);
+	uv_close((uv_handle_t *)&a->vacuum, NULL);
+	uv_close((uv_handle_t *)&a->sync, NULL);
+	uv_close((uv_handle_t *)&a->sigint, NULL);
+	uv_close((uv_handle_t *)&a->sigterm, NULL);
+	/* uv_run returns once queued work (vacuum, fsync) has finished. */
+}
+
+static int write_ready(const char *path, const sh_server *s)
+{
+	char tmp[4096];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	FILE *f = fopen(tmp, "w");
+	if (!f)
+		return -1;
+	fprintf(f, "listen=%s\nmetrics=%s\npid=%ld\n", sh_server_listen_url(s),
+		sh_server_metrics_url(s), (long)getpid());
+	if (fclose(f) != 0)
+		return -1;
+	return rename(tmp, path);
+}
+
+int main(int argc, char **argv)
+{
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	struct cfg c = {
+	    .listen = "tcp://127.0.0.1:7100",
+	    .data_dir = "./shoal-data",
+	    .metrics = "127.0.0.1:9100",
+	    .log_level = "info",
+	    .fsync = SH_FSYNC_ALWAYS,
+	    .threads = ncpu > 2 ? ncpu : 2,
+	    .fsync_interval_ms = 100,
+	    .vacuum_interval_ms = 10000,
+	    .drain_ms = 5000,
+	    .block_cache_mib = 256,
+	    .max_message = 64u << 20,
+	    .max_batch = 10000,
+	    .vacuum_ratio = "0.1",
+	};
+	sh_flag flags[] = {
+	    {"listen", SH_FLAG_STR, &c.listen,
+	     "nng URL to serve requests on (port 0: any free port)", NULL, 0,
+	     0},
+	    {"data-dir", SH_FLAG_STR, &c.data_dir,
+	     "directory of the node's RocksDB (created if missing)", NULL, 0,
+	     0},
+	    {"metrics", SH_FLAG_STR, &c.metrics,
+	     "IPV4:PORT of the HTTP listener for /metrics and /healthz "
+	     "(\"\" for none)",
+	     NULL, 0, 0},
+	    {"fsync", SH_FLAG_CHOICE, &c.fsync,
+	     "when writes reach the disk: always (every acknowledged write, "
+	     "group commit), batch (every --fsync-interval-ms), never (the "
+	     "OS decides)",
+	     "always|batch|never", 0, 0},
+	    {"fsync-interval-ms", SH_FLAG_INT, &c.fsync_interval_ms,
+	     "fsync period under --fsync batch", NULL, 1, 60000},
+	    {"threads", SH_FLAG_INT, &c.threads,
+	     "worker threads, each serving one request at a time", NULL, 1,
+	     1024},
+	    {"max-message", SH_FLAG_SIZE, &c.max_message,
+	     "largest request accepted (bigger: ETOOBIG)", NULL, 4096,
+	     (int64_t)1 << 31},
+	    {"max-batch", SH_FLAG_INT, &c.max_batch,
+	     "most points per upsert and ids per get/delete", NULL, 1, 1000000},
+	    {"vacuum-interval-ms", SH_FLAG_INT, &c.vacuum_interval_ms,
+	     "how often partitions are checked for vacuum", NULL, 100, 3600000},
+	    {"vacuum-ratio", SH_FLAG_STR, &c.vacuum_ratio,
+	     "tombstones / all points above which a partition is vacuumed",
+	     NULL, 0, 0},
+	    {"block-cache-mib", SH_FLAG_INT, &c.block_cache_mib,
+	     "RocksDB block cache", NULL, 8, 1 << 20},
+	    {"drain-ms", SH_FLAG_INT, &c.drain_ms,
+	     "on SIGTERM/SIGINT, how long requests in flight may take to "
+	     "finish",
+	     NULL, 0, 600000},
+	    {"ready-file", SH_FLAG_STR, &c.ready_file,
+	     "once serving, write listen=URL, metrics=URL and pid=N here "
+	     "(for scripts and tests that bind port 0)",
+	     NULL, 0, 0},
+	    {"log-level", SH_FLAG_STR, &c.log_level, "debug|info|warn|error",
+	     NULL, 0, 0},
+	    {"config", SH_FLAG_STR, &c.config,
+	     "file of `name = value` lines, read before the command line", NULL,
+	     0, 0},
+	};
+	size_t nflags = sizeof(flags) / sizeof(flags[0]);
+	char err[512];
+	sh_flags *fs = NULL;
+	bool help = false;
+	int first = 0;
+	if (sh_flags_parse(flags, nflags, argc, argv, "config", &fs, &first,
+			   &help, err, sizeof(err)) != SH_OK) {
+		fprintf(stderr, "shoal-node: %s (see --help)\n", err);
+		return 2;
+	}
+	if (help) {
+		sh_flags_usage(stdout, "shoal-node [FLAGS]",
+			       "The shard server of shoal " SHOAL_VERSION
+			       ": serves one node's collections over nng.",
+			       flags, nflags);
+		sh_flags_free(fs);
+		return 0;
+	}
+	if (first < argc) {
+		fprintf(stderr, "shoal-node: unexpected argument %s\n",
+			argv[first]);
+		sh_flags_free(fs);
+		return 2;
+	}
+	sh_log_level lvl;
+	char *end;
+	double ratio = strtod(c.vacuum_ratio, &end);
+	if (sh_log_level_parse(c.log_level, &lvl) != SH_OK || *end ||
+	    !(ratio > 0 && ratio < 1)) {
+		fprintf(stderr, "shoal-node: bad --log-level or "
+				"--vacuum-ratio (0 < ratio < 1)\n");
+		sh_flags_free(fs);
+		return 2;
+	}
+	sh_log_set_level(lvl);
+	signal(SIGPIPE, SIG_IGN);
+
+	sh_node_opts no;
+	sh_node_opts_default(&no);
+	no.data_dir = c.data_dir;
+	no.fsync = (sh_fsync)c.fsync;
+	no.block_cache_mib = (uint32_t)c.block_cache_mib;
+	no.limits.max_message_bytes = c.max_message;
+	no.limits.max_batch_points = (uint32_t)c.max_batch;
+	no.limits.max_ids = (uint32_t)c.max_batch;
+	no.vacuum_ratio = ratio;
+
+	struct app a = {.drain_ms = (int)c.drain_ms};
+	sh_info("node", "shoal-node %s starting: data dir %s, fsync %s",
+		SHOAL_VERSION, c.data_dir,
+		c.fsync == 0   ? "always"
+		: c.fsync == 1 ? "batch"
+			       : "never");
+	int rc = sh_node_open(&no, &a.node, err, sizeof(err));
+	if (rc) {
+		sh_error("node", "cannot open %s: %s", c.data_dir, err);
+		sh_flags_free(fs);
+		return 1;
+	}
+	sh_server_opts so = {
+	    .listen = c.listen,
+	    .metrics = c.metrics,
+	    .threads = (int)c.threads,
+	    .max_message = c.max_message,
+	};
+	rc = sh_server_start(a.node, &so, &a.server, err, sizeof(err));
+	if (rc) {
+		sh_error("node", "%s", err);
+		sh_node_close(a.node);
+		sh_flags_free(fs);
+		return 1;
+	}
+	sh_node_set_state(a.node, SH_NODE_SERVING);
+	sh_info("node", "serving on %s with %lld threads; metrics on %s",
+		sh_server_listen_url(a.server), (long long)c.threads,
+		*sh_server_metrics_url(a.server)
+		    ? sh_server_metrics_url(a.server)
+		    : "(none)");
+	if (c.ready_file && write_ready(c.ready_file, a.server) != 0)
+		sh_warn("node", "cannot write --ready-file %s", c.ready_file);
+
+	a.loop = uv_default_loop();
+	uv_signal_init(a.loop, &a.sigint);
+	uv_signal_init(a.loop, &a.sigterm);
+	a.sigint.data = a.sigterm.data = &a;
+	uv_signal_start(&a.sigint, on_signal, SIGINT);
+	uv_signal_start(&a.sigterm, on_signal, SIGTERM);
+	uv_timer_init(a.loop, &a.vacuum);
+	uv_timer_init(a.loop, &a.sync);
+	a.vacuum.data = a.sync.data = &a;
+	uv_timer_start(&a.vacuum, on_vacuum_timer,
+		       (uint64_t)c.vacuum_interval_ms,
+		       (uint64_t)c.vacuum_interval_ms);
+	if (c.fsync == SH_FSYNC_BATCH)
+		uv_timer_start(&a.sync, on_sync_timer,
+			       (uint64_t)c.fsync_interval_ms,
+			       (uint64_t)c.fsync_interval_ms);
+	uv_run(a.loop, UV_RUN_DEFAULT);
+
+	/* Everything is closed and no work is queued: flush and close. */
+	sh_node_sync(a.node);
+	sh_node_close(a.node);
+	uv_loop_close(a.loop);
+	sh_info("node", "stopped");
+	sh_flags_free(fs);
+	return 0;
+}

@@ -1,0 +1,824 @@
+/* The shard node's core: collection table, slots, request dispatch,
+ * metrics. See node.h. The operations themselves are in node_ops.c. */
+#include "node_impl.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "shoal_config.h"
+
+/* ---- Arena ----------------------------------------------------------------
+ */
+
+struct arena_block {
+	struct arena_block *next;
+	size_t used, cap;
+	max_align_t data[];
+};
+
+#define ARENA_BLOCK (64u << 10)
+
+void *ar_alloc(struct arena *a, size_t size)
+{
+	size = (size + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
+	struct arena_block *b = a->blocks;
+	if (!b || b->cap - b->used < size) {
+		size_t cap = size > ARENA_BLOCK ? size : ARENA_BLOCK;
+		b = malloc(sizeof(*b) + cap);
+		if (!b) {
+			a->oom = true;
+			return NULL;
+		}
+		b->used = 0;
+		b->cap = cap;
+		b->next = a->blocks;
+		a->blocks = b;
+	}
+	void *p = (char *)b->data + b->used;
+	b->used += size;
+	memset(p, 0, size);
+	return p;
+}
+
+char *ar_strndup(struct arena *a, const char *s, size_t n)
+{
+	char *p = ar_alloc(a, n + 1);
+	if (p) {
+		memcpy(p, s, n);
+		p[n] = 0;
+	}
+	return p;
+}
+
+bool ar_own(struct arena *a, void *p)
+{
+	if (!p)
+		return true;
+	if (a->nowned == a->capowned) {
+		size_t cap = a->capowned ? 2 * a->capowned : 16;
+		void **o = realloc(a->owned, cap * sizeof(*o));
+		if (!o) {
+			free(p);
+			a->oom = true;
+			return false;
+		}
+		a->owned = o;
+		a->capowned = cap;
+	}
+	a->owned[a->nowned++] = p;
+	return true;
+}
+
+void ar_free(struct arena *a)
+{
+	while (a->blocks) {
+		struct arena_block *b = a->blocks;
+		a->blocks = b->next;
+		free(b);
+	}
+	for (size_t i = 0; i < a->nowned; i++)
+		free(a->owned[i]);
+	free(a->owned);
+	memset(a, 0, sizeof(*a));
+}
+
+/* ---- Slots ----------------------------------------------------------------
+ */
+
+/* Persisted under node record "slots":
+ * [format u8][epoch u64 LE][node id u32 LE][SH_SLOTS / 8 bytes bitmap]. */
+#define SLOTS_REC_LEN (1 + 8 + 4 + SH_SLOTS / 8)
+
+static void put_le(uint8_t *p, uint64_t v, int n)
+{
+	for (int i = 0; i < n; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get_le(const uint8_t *p, int n)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < n; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
+
+static uint32_t count_owned(const uint64_t *bits)
+{
+	uint32_t c = 0;
+	for (size_t i = 0; i < SH_SLOTS / 64; i++)
+		c += (uint32_t)__builtin_popcountll(bits[i]);
+	return c;
+}
+
+static int slots_load(sh_node *n, char *err, size_t errlen)
+{
+	void *v;
+	size_t len;
+	int rc = sh_store_node_get(n->st, "slots", &v, &len);
+	if (rc == SH_ENOTFOUND) {
+		n->epoch = 0;
+		memset(n->owned, 0xff, sizeof(n->owned));
+		n->nowned = SH_SLOTS;
+		return SH_OK;
+	}
+	if (rc)
+		return sh_errf(err, errlen, rc, "reading the slot map: %s",
+			       sh_store_last_error());
+	const uint8_t *b = v;
+	if (len != SLOTS_REC_LEN || b[0] != SH_STORE_FORMAT) {
+		free(v);
+		return sh_errf(err, errlen, SH_ECORRUPT,
+			       "stored slot map: bad record (%zu bytes)", len);
+	}
+	n->epoch = get_le(b + 1, 8);
+	n->node_id = (uint32_t)get_le(b + 9, 4);
+	for (size_t i = 0; i < SH_SLOTS / 64; i++)
+		n->owned[i] = get_le(b + 13 + 8 * i, 8);
+	n->nowned = count_owned(n->owned);
+	free(v);
+	return SH_OK;
+}
+
+bool node_owns(sh_node *n, uint16_t slot)
+{
+	pthread_rwlock_rdlock(&n->slock);
+	bool own = (n->owned[slot / 64] >> (slot % 64)) & 1;
+	pthread_rwlock_unlock(&n->slock);
+	return own;
+}
+
+bool node_owns_all(sh_node *n, uint64_t *epoch)
+{
+	pthread_rwlock_rdlock(&n->slock);
+	bool all = n->nowned == SH_SLOTS;
+	if (epoch)
+		*epoch = n->epoch;
+	pthread_rwlock_unlock(&n->slock);
+	return all;
+}
+
+Shoal__V1__SlotSet *node_slot_set(sh_node *n, struct arena *a)
+{
+	Shoal__V1__SlotSet *s = ar_alloc(a, sizeof(*s));
+	if (!s)
+		return NULL;
+	shoal__v1__slot_set__init(s);
+	pthread_rwlock_rdlock(&n->slock);
+	/* Count the runs first, then fill. */
+	size_t runs = 0;
+	for (uint32_t i = 0; i < SH_SLOTS; i++) {
+		bool on = (n->owned[i / 64] >> (i % 64)) & 1;
+		bool prev =
+		    i > 0 && ((n->owned[(i - 1) / 64] >> ((i - 1) % 64)) & 1);
+		if (on && !prev)
+			runs++;
+	}
+	s->ranges = runs ? ar_alloc(a, runs * sizeof(*s->ranges)) : NULL;
+	if (runs && !s->ranges) {
+		pthread_rwlock_unlock(&n->slock);
+		return NULL;
+	}
+	for (uint32_t i = 0; i < SH_SLOTS; i++) {
+		if (!((n->owned[i / 64] >> (i % 64)) & 1))
+			continue;
+		uint32_t j = i;
+		while (j + 1 < SH_SLOTS &&
+		       ((n->owned[(j + 1) / 64] >> ((j + 1) % 64)) & 1))
+			j++;
+		Shoal__V1__SlotRange *r = ar_alloc(a, sizeof(*r));
+		if (!r) {
+			pthread_rwlock_unlock(&n->slock);
+			return NULL;
+		}
+		shoal__v1__slot_range__init(r);
+		r->first = i;
+		r->last = j;
+		s->ranges[s->n_ranges++] = r;
+		i = j;
+	}
+	pthread_rwlock_unlock(&n->slock);
+	return s;
+}
+
+int op_set_slots(sh_node *n, const Shoal__V1__Request *rq,
+		 Shoal__V1__Response *rs, struct arena *a, char *err,
+		 size_t errlen)
+{
+	const Shoal__V1__SetSlotsRequest *r = rq->set_slots;
+	if (r->map_epoch == 0)
+		return sh_errf(err, errlen, SH_EINVAL,
+			       "set_slots.map_epoch: must be > 0");
+	uint64_t bits[SH_SLOTS / 64];
+	memset(bits, 0, sizeof(bits));
+	for (size_t i = 0; r->owned && i < r->owned->n_ranges; i++) {
+		const Shoal__V1__SlotRange *sr = r->owned->ranges[i];
+		if (sr->first > sr->last || sr->last >= SH_SLOTS)
+			return sh_errf(err, errlen, SH_EINVAL,
+				       "set_slots.owned.ranges[%zu]: bad range "
+				       "%u..%u",
+				       i, sr->first, sr->last);
+		for (uint32_t s = sr->first; s <= sr->last; s++)
+			bits[s / 64] |= 1ull << (s % 64);
+	}
+	uint8_t rec[SLOTS_REC_LEN];
+	rec[0] = SH_STORE_FORMAT;
+	put_le(rec + 1, r->map_epoch, 8);
+	put_le(rec + 9, r->node_id, 4);
+	for (size_t i = 0; i < SH_SLOTS / 64; i++)
+		put_le(rec + 13 + 8 * i, bits[i], 8);
+
+	/* The write lock is held across the store write so that two
+	 * set_slots cannot persist in one order and apply in the other. */
+	pthread_rwlock_wrlock(&n->slock);
+	if (r->map_epoch < n->epoch) {
+		uint64_t cur = n->epoch;
+		pthread_rwlock_unlock(&n->slock);
+		return sh_errf(err, errlen, SH_ESTALE,
+			       "set_slots: map epoch %llu is older than the "
+			       "node's %llu",
+			       (unsigned long long)r->map_epoch,
+			       (unsigned long long)cur);
+	}
+	int rc = sh_store_node_put(n->st, "slots", rec, sizeof(rec));
+	if (rc) {
+		pthread_rwlock_unlock(&n->slock);
+		return sh_errf(err, errlen, rc, "set_slots: %s",
+			       sh_store_last_error());
+	}
+	n->epoch = r->map_epoch;
+	n->node_id = r->node_id;
+	memcpy(n->owned, bits, sizeof(bits));
+	n->nowned = count_owned(bits);
+	uint32_t nowned = n->nowned;
+	pthread_rwlock_unlock(&n->slock);
+	sh_info("node", "slot map epoch %llu: node %u owns %u slots",
+		(unsigned long long)r->map_epoch, r->node_id, nowned);
+
+	Shoal__V1__SetSlotsResult *res = ar_alloc(a, sizeof(*res));
+	if (!res)
+		return SH_ENOMEM;
+	shoal__v1__set_slots_result__init(res);
+	res->map_epoch = r->map_epoch;
+	rs->result_case = SHOAL__V1__RESPONSE__RESULT_SET_SLOTS;
+	rs->set_slots = res;
+	return SH_OK;
+}
+
+/* ---- Collection table ---------------------------------------------------- */
+
+struct coll_entry *coll_get(sh_node *n, const char *name)
+{
+	struct coll_entry *e = NULL;
+	pthread_rwlock_rdlock(&n->tlock);
+	for (size_t i = 0; i < n->ncolls; i++)
+		if (strcmp(n->colls[i]->name, name) == 0) {
+			e = n->colls[i];
+			pthread_rwlock_rdlock(&e->use);
+			break;
+		}
+	pthread_rwlock_unlock(&n->tlock);
+	return e;
+}
+
+void coll_put(struct coll_entry *e)
+{
+	if (e)
+		pthread_rwlock_unlock(&e->use);
+}
+
+static void entry_free(struct coll_entry *e)
+{
+	if (!e)
+		return;
+	sh_partition_close(e->p);
+	pthread_rwlock_destroy(&e->use);
+	free(e);
+}
+
+/* Opens collection c and adds it to the table (the caller holds ddl). */
+static int table_add(sh_node *n, const sh_store_coll *c, char *err,
+		     size_t errlen)
+{
+	struct coll_entry *e = calloc(1, sizeof(*e));
+	if (!e)
+		return sh_errf(err, errlen, SH_ENOMEM, "out of memory");
+	snprintf(e->name, sizeof(e->name), "%s", c->name);
+	e->id = c->id;
+	pthread_rwlock_init(&e->use, NULL);
+	int rc = sh_partition_open(n->st, c->id, c, &e->p);
+	if (rc) {
+		entry_free(e);
+		return sh_errf(err, errlen, rc, "collection %s: %s", c->name,
+			       sh_store_last_error());
+	}
+	pthread_rwlock_wrlock(&n->tlock);
+	if (n->ncolls == n->capcolls) {
+		size_t cap = n->capcolls ? 2 * n->capcolls : 8;
+		struct coll_entry **t = realloc(n->colls, cap * sizeof(*t));
+		if (!t) {
+			pthread_rwlock_unlock(&n->tlock);
+			entry_free(e);
+			return sh_errf(err, errlen, SH_ENOMEM, "out of memory");
+		}
+		n->colls = t;
+		n->capcolls = cap;
+	}
+	n->colls[n->ncolls++] = e;
+	pthread_rwlock_unlock(&n->tlock);
+	return SH_OK;
+}
+
+/* Removes collection name from the table and returns its entry once no
+ * request holds it (the caller holds ddl). NULL when there is none. */
+static struct coll_entry *table_take(sh_node *n, const char *name)
+{
+	struct coll_entry *e = NULL;
+	pthread_rwlock_wrlock(&n->tlock);
+	for (size_t i = 0; i < n->ncolls; i++)
+		if (strcmp(n->colls[i]->name, name) == 0) {
+			e = n->colls[i];
+			n->colls[i] = n->colls[--n->ncolls];
+			break;
+		}
+	pthread_rwlock_unlock(&n->tlock);
+	if (e) {
+		/* wait for the requests that hold it */
+		pthread_rwlock_wrlock(&e->use);
+		pthread_rwlock_unlock(&e->use);
+	}
+	return e;
+}
+
+int node_table_create(sh_node *n, const char *json, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&n->ddl);
+	uint32_t id;
+	int rc = sh_store_coll_create(n->st, json, &id);
+	if (rc) {
+		rc = sh_errf(err, errlen, rc, "create_collection: %s",
+			     sh_store_last_error());
+	} else {
+		sh_store_coll c;
+		rc = sh_store_coll_get_id(n->st, id, &c);
+		if (rc == SH_OK)
+			rc = table_add(n, &c, err, errlen);
+		if (rc) /* do not leave a collection nobody serves */
+			sh_store_coll_drop(n->st, id);
+		else
+			sh_info("node", "collection %s created (id %u, dim %u)",
+				c.name, id, c.params.dim);
+	}
+	pthread_mutex_unlock(&n->ddl);
+	return rc;
+}
+
+int node_table_drop(sh_node *n, const char *name, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&n->ddl);
+	int rc = SH_OK;
+	struct coll_entry *e = table_take(n, name);
+	if (!e) {
+		rc = sh_errf(err, errlen, SH_ENOCOLLECTION,
+			     "collection \"%s\" does not exist", name);
+	} else {
+		/* The partition's writer is idle (no request holds it), so
+		 * no batch can follow the drop. */
+		uint32_t id = e->id;
+		entry_free(e);
+		rc = sh_store_coll_drop(n->st, id);
+		if (rc)
+			rc = sh_errf(err, errlen, rc, "drop_collection: %s",
+				     sh_store_last_error());
+		else
+			sh_info("node", "collection %s dropped", name);
+	}
+	pthread_mutex_unlock(&n->ddl);
+	return rc;
+}
+
+/* ---- Lifecycle ----------------------------------------------------------- */
+
+void sh_node_opts_default(sh_node_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->fsync = SH_FSYNC_ALWAYS;
+	sh_wire_limits_default(&o->limits);
+	o->vacuum_ratio = 0.1;
+}
+
+struct open_ctx {
+	sh_node *n;
+	sh_store_coll *colls;
+	size_t ncolls, cap;
+	int rc;
+};
+
+static int collect_coll(void *ctx, const sh_store_coll *c)
+{
+	struct open_ctx *oc = ctx;
+	if (oc->ncolls == oc->cap) {
+		size_t cap = oc->cap ? 2 * oc->cap : 8;
+		sh_store_coll *t = realloc(oc->colls, cap * sizeof(*t));
+		if (!t)
+			return SH_ENOMEM;
+		oc->colls = t;
+		oc->cap = cap;
+	}
+	oc->colls[oc->ncolls++] = *c;
+	return 0;
+}
+
+int sh_node_open(const sh_node_opts *o, sh_node **out, char *err, size_t errlen)
+{
+	*out = NULL;
+	if (!o || !o->data_dir || !*o->data_dir)
+		return sh_errf(err, errlen, SH_EINVAL, "no data directory");
+	sh_node *n = calloc(1, sizeof(*n));
+	if (!n)
+		return sh_errf(err, errlen, SH_ENOMEM, "out of memory");
+	n->o = *o;
+	clock_gettime(CLOCK_MONOTONIC, &n->started);
+	pthread_rwlock_init(&n->tlock, NULL);
+	pthread_mutex_init(&n->ddl, NULL);
+	pthread_rwlock_init(&n->slock, NULL);
+	pthread_mutex_init(&n->vac_mu, NULL);
+	atomic_store(&n->state, SH_NODE_STARTING);
+
+	sh_store_opts so;
+	sh_store_opts_default(&so);
+	so.fsync = o->fsync;
+	if (o->block_cache_mib)
+		so.block_cache_mib = o->block_cache_mib;
+	int rc = sh_store_open(o->data_dir, &so, &n->st, err, errlen);
+	if (rc) {
+		sh_node_close(n);
+		return rc;
+	}
+	if ((rc = slots_load(n, err, errlen))) {
+		sh_node_close(n);
+		return rc;
+	}
+	struct open_ctx oc = {.n = n};
+	rc = sh_store_coll_list(n->st, collect_coll, &oc);
+	for (size_t i = 0; rc == SH_OK && i < oc.ncolls; i++) {
+		struct timespec t0, t1;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		rc = table_add(n, &oc.colls[i], err, errlen);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		if (rc == SH_OK) {
+			sh_hnsw_info info;
+			sh_partition_info(n->colls[n->ncolls - 1]->p, &info);
+			sh_info("node",
+				"collection %s loaded: %llu points in %.3f s",
+				oc.colls[i].name, (unsigned long long)info.live,
+				(double)(t1.tv_sec - t0.tv_sec) +
+				    (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9);
+		}
+	}
+	free(oc.colls);
+	if (rc) {
+		if (rc == SH_ENOMEM && err && !*err)
+			sh_errf(err, errlen, rc, "out of memory");
+		sh_node_close(n);
+		return rc;
+	}
+	*out = n;
+	return SH_OK;
+}
+
+void sh_node_close(sh_node *n)
+{
+	if (!n)
+		return;
+	for (size_t i = 0; i < n->ncolls; i++)
+		entry_free(n->colls[i]);
+	free(n->colls);
+	sh_store_close(n->st);
+	pthread_rwlock_destroy(&n->tlock);
+	pthread_mutex_destroy(&n->ddl);
+	pthread_rwlock_destroy(&n->slock);
+	pthread_mutex_destroy(&n->vac_mu);
+	free(n);
+}
+
+void sh_node_set_state(sh_node *n, sh_node_state s)
+{
+	atomic_store(&n->state, (int)s);
+}
+
+sh_node_state sh_node_get_state(const sh_node *n)
+{
+	return (sh_node_state)atomic_load(&((sh_node *)n)->state);
+}
+
+int sh_node_sync(sh_node *n)
+{
+	return sh_store_sync(n->st);
+}
+
+int sh_node_vacuum_tick(sh_node *n)
+{
+	int ran_total = 0;
+	pthread_mutex_lock(&n->vac_mu);
+	/* Snapshot the names: a drop may remove entries meanwhile. */
+	pthread_rwlock_rdlock(&n->tlock);
+	size_t nc = n->ncolls;
+	char(*names)[SH_STORE_MAX_NAME + 1] =
+	    nc ? malloc(nc * sizeof(*names)) : NULL;
+	for (size_t i = 0; names && i < nc; i++)
+		memcpy(names[i], n->colls[i]->name, sizeof(names[i]));
+	pthread_rwlock_unlock(&n->tlock);
+	for (size_t i = 0; names && i < nc; i++) {
+		struct coll_entry *e = coll_get(n, names[i]);
+		if (!e)
+			continue;
+		bool ran = false;
+		int rc =
+		    sh_partition_maybe_vacuum(e->p, n->o.vacuum_ratio, &ran);
+		if (rc)
+			sh_warn("node", "vacuum of %s: %s", e->name,
+				sh_strerror(rc));
+		if (ran) {
+			atomic_fetch_add(&e->vacuums, 1);
+			ran_total++;
+			sh_info("node", "collection %s vacuumed", e->name);
+		}
+		coll_put(e);
+	}
+	free(names);
+	pthread_mutex_unlock(&n->vac_mu);
+	return ran_total;
+}
+
+/* ---- Dispatch ------------------------------------------------------------ */
+
+static const node_op_fn op_table[NODE_NOPS - 1] = {
+    op_create_collection,
+    op_drop_collection,
+    op_list_collections,
+    op_upsert,
+    op_delete,
+    op_get,
+    op_search,
+    op_scroll,
+    op_count,
+    op_stats,
+    op_health,
+    op_set_slots,
+    op_stream_slot,
+};
+
+static const char *const op_names[NODE_NOPS] = {
+    "create_collection",
+    "drop_collection",
+    "list_collections",
+    "upsert",
+    "delete",
+    "get",
+    "search",
+    "scroll",
+    "count",
+    "stats",
+    "health",
+    "set_slots",
+    "stream_slot",
+    "invalid",
+};
+
+/* Upper bounds of the latency histogram, in microseconds. */
+static const uint64_t bucket_us[NODE_NBUCKETS] = {
+    100,   250,	   500,	   1000,   2500,    5000,    10000,   25000,
+    50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,
+};
+
+static void observe(sh_node *n, int op, int code, uint64_t us)
+{
+	if (code < 0 || code >= NODE_NCODES)
+		code = SH_EINVAL;
+	atomic_fetch_add(&n->requests[op][code], 1);
+	int b = 0;
+	while (b < NODE_NBUCKETS && us > bucket_us[b])
+		b++;
+	atomic_fetch_add(&n->latency[op][b], 1);
+	atomic_fetch_add(&n->latency_us[op], us);
+}
+
+static uint64_t now_us(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
+}
+
+int sh_node_handle(sh_node *n, const uint8_t *buf, size_t len, uint8_t **out,
+		   size_t *outlen)
+{
+	uint64_t t0 = now_us();
+	char err[512];
+	err[0] = 0;
+	uint64_t epoch;
+	node_owns_all(n, &epoch);
+	atomic_fetch_add(&n->bytes_in, len);
+
+	Shoal__V1__Request *rq = NULL;
+	int op = NODE_OP_INVALID;
+	int rc = sh_wire_decode_request(buf, len, &n->o.limits, &rq, err,
+					sizeof(err));
+	struct arena a = {0};
+	Shoal__V1__Response rs;
+	uint64_t rid = rq ? rq->request_id : sh_wire_peek_request_id(buf, len);
+	sh_wire_response_init(&rs, rid, epoch);
+	if (rc == SH_OK) {
+		op = (int)rq->op_case - 10;
+		if (op < 0 || op >= NODE_NOPS - 1) {
+			op = NODE_OP_INVALID;
+			rc = sh_errf(err, sizeof(err), SH_EINVAL,
+				     "request: no operation");
+		} else if (sh_node_get_state(n) == SH_NODE_STOPPING &&
+			   rq->op_case != SHOAL__V1__REQUEST__OP_HEALTH) {
+			rc = sh_errf(err, sizeof(err), SH_EBUSY,
+				     "node is shutting down");
+		} else {
+			rc = op_table[op](n, rq, &rs, &a, err, sizeof(err));
+			if (rc == SH_OK && a.oom)
+				rc = sh_errf(err, sizeof(err), SH_ENOMEM,
+					     "out of memory");
+		}
+	}
+	int enc;
+	if (rc == SH_OK) {
+		enc = sh_wire_encode_response(&rs, out, outlen);
+	} else {
+		node_owns_all(n, &epoch); /* EMOVED carries the current one */
+		enc = sh_wire_error_response(rid, epoch, rc, err, out, outlen);
+		if (rc != SH_ESTALE && rc != SH_EMOVED &&
+		    rc != SH_ENOCOLLECTION)
+			sh_debug("node", "%s: %s: %s", op_names[op],
+				 sh_errname(rc), err);
+	}
+	ar_free(&a);
+	sh_wire_free_request(rq);
+	observe(n, op, rc, now_us() - t0);
+	if (enc == SH_OK)
+		atomic_fetch_add(&n->bytes_out, *outlen);
+	return enc;
+}
+
+/* ---- Metrics ------------------------------------------------------------- */
+
+static uint64_t rss_bytes(void)
+{
+	FILE *f = fopen("/proc/self/statm", "r");
+	unsigned long size = 0, res = 0;
+	if (!f)
+		return 0;
+	if (fscanf(f, "%lu %lu", &size, &res) != 2)
+		res = 0;
+	fclose(f);
+	return (uint64_t)res * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+void sh_node_metrics(sh_node *n, FILE *f)
+{
+	fprintf(f, "# HELP shoal_requests_total Requests handled, by "
+		   "operation and result code.\n"
+		   "# TYPE shoal_requests_total counter\n");
+	for (int op = 0; op < NODE_NOPS; op++)
+		for (int c = 0; c < NODE_NCODES; c++) {
+			uint64_t v = atomic_load(&n->requests[op][c]);
+			if (v)
+				fprintf(f,
+					"shoal_requests_total{op=\"%s\","
+					"code=\"%s\"} %llu\n",
+					op_names[op], sh_errname(c),
+					(unsigned long long)v);
+		}
+	fprintf(f, "# HELP shoal_request_duration_seconds Time from receipt "
+		   "to response, by operation.\n"
+		   "# TYPE shoal_request_duration_seconds histogram\n");
+	for (int op = 0; op < NODE_NOPS; op++) {
+		uint64_t cum = 0;
+		for (int b = 0; b <= NODE_NBUCKETS; b++)
+			cum += atomic_load(&n->latency[op][b]);
+		if (!cum)
+			continue;
+		uint64_t run = 0;
+		for (int b = 0; b < NODE_NBUCKETS; b++) {
+			run += atomic_load(&n->latency[op][b]);
+			fprintf(
+			    f,
+			    "shoal_request_duration_seconds_bucket{op=\"%s\","
+			    "le=\"%g\"} %llu\n",
+			    op_names[op], (double)bucket_us[b] * 1e-6,
+			    (unsigned long long)run);
+		}
+		fprintf(f,
+			"shoal_request_duration_seconds_bucket{op=\"%s\","
+			"le=\"+Inf\"} %llu\n"
+			"shoal_request_duration_seconds_sum{op=\"%s\"} %.6f\n"
+			"shoal_request_duration_seconds_count{op=\"%s\"} "
+			"%llu\n",
+			op_names[op], (unsigned long long)cum, op_names[op],
+			(double)atomic_load(&n->latency_us[op]) * 1e-6,
+			op_names[op], (unsigned long long)cum);
+	}
+	fprintf(f,
+		"# HELP shoal_network_bytes_total Request and response bytes.\n"
+		"# TYPE shoal_network_bytes_total counter\n"
+		"shoal_network_bytes_total{direction=\"in\"} %llu\n"
+		"shoal_network_bytes_total{direction=\"out\"} %llu\n",
+		(unsigned long long)atomic_load(&n->bytes_in),
+		(unsigned long long)atomic_load(&n->bytes_out));
+
+	static const char *const gauges[][2] = {
+	    {"points", "Live points, by collection."},
+	    {"tombstones", "Deleted points not yet vacuumed."},
+	    {"index_bytes", "Memory held by the HNSW index."},
+	};
+	pthread_rwlock_rdlock(&n->tlock);
+	size_t nc = n->ncolls;
+	sh_hnsw_info *infos = nc ? calloc(nc, sizeof(*infos)) : NULL;
+	char(*names)[SH_STORE_MAX_NAME + 1] =
+	    nc ? calloc(nc, sizeof(*names)) : NULL;
+	uint64_t *vac = nc ? calloc(nc, sizeof(*vac)) : NULL;
+	if (!infos || !names || !vac)
+		nc = 0;
+	for (size_t i = 0; i < nc; i++) {
+		sh_partition_info(n->colls[i]->p, &infos[i]);
+		memcpy(names[i], n->colls[i]->name, sizeof(names[i]));
+		vac[i] = atomic_load(&n->colls[i]->vacuums);
+	}
+	pthread_rwlock_unlock(&n->tlock);
+	for (int g = 0; g < 3; g++) {
+		fprintf(f, "# HELP shoal_%s %s\n# TYPE shoal_%s gauge\n",
+			gauges[g][0], gauges[g][1], gauges[g][0]);
+		for (size_t i = 0; i < nc; i++) {
+			uint64_t v = g == 0   ? infos[i].live
+				     : g == 1 ? infos[i].tombstones
+					      : infos[i].mem_bytes;
+			fprintf(f, "shoal_%s{collection=\"%s\"} %llu\n",
+				gauges[g][0], names[i], (unsigned long long)v);
+		}
+	}
+	fprintf(f, "# HELP shoal_vacuums_total Vacuum passes since start.\n"
+		   "# TYPE shoal_vacuums_total counter\n");
+	for (size_t i = 0; i < nc; i++)
+		fprintf(f, "shoal_vacuums_total{collection=\"%s\"} %llu\n",
+			names[i], (unsigned long long)vac[i]);
+	free(infos);
+	free(names);
+	free(vac);
+
+	static const char *const props[][3] = {
+	    {"rocksdb.total-sst-files-size", "shoal_rocksdb_sst_bytes",
+	     "Bytes of RocksDB's SST files."},
+	    {"rocksdb.cur-size-all-mem-tables", "shoal_rocksdb_memtable_bytes",
+	     "Bytes in RocksDB's memtables."},
+	    {"rocksdb.estimate-num-keys", "shoal_rocksdb_keys",
+	     "RocksDB's estimate of its keys."},
+	    {"rocksdb.block-cache-usage", "shoal_rocksdb_block_cache_bytes",
+	     "Bytes in the block cache."},
+	};
+	for (size_t i = 0; i < sizeof(props) / sizeof(props[0]); i++) {
+		uint64_t v;
+		if (sh_store_property(n->st, props[i][0], &v) == SH_OK)
+			fprintf(f, "# HELP %s %s\n# TYPE %s gauge\n%s %llu\n",
+				props[i][1], props[i][2], props[i][1],
+				props[i][1], (unsigned long long)v);
+	}
+	uint64_t epoch;
+	node_owns_all(n, &epoch);
+	pthread_rwlock_rdlock(&n->slock);
+	uint32_t nowned = n->nowned;
+	pthread_rwlock_unlock(&n->slock);
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	fprintf(f,
+		"# HELP shoal_resident_bytes Resident memory of the process.\n"
+		"# TYPE shoal_resident_bytes gauge\n"
+		"shoal_resident_bytes %llu\n"
+		"# HELP shoal_map_epoch Cluster-map epoch the node knows.\n"
+		"# TYPE shoal_map_epoch gauge\n"
+		"shoal_map_epoch %llu\n"
+		"# HELP shoal_slots_owned Hash slots this node owns.\n"
+		"# TYPE shoal_slots_owned gauge\n"
+		"shoal_slots_owned %u\n"
+		"# HELP shoal_serving 1 while the node serves requests.\n"
+		"# TYPE shoal_serving gauge\n"
+		"shoal_serving %d\n"
+		"# HELP shoal_uptime_seconds Seconds since the node started.\n"
+		"# TYPE shoal_uptime_seconds gauge\n"
+		"shoal_uptime_seconds %.3f\n"
+		"# HELP shoal_build_info Software version.\n"
+		"# TYPE shoal_build_info gauge\n"
+		"shoal_build_info{version=\"%s\"} 1\n",
+		(unsigned long long)rss_bytes(), (unsigned long long)epoch,
+		nowned, sh_node_get_state(n) == SH_NODE_SERVING,
+		(double)(t.tv_sec - n->started.tv_sec) +
+		    (double)(t.tv_nsec - n->started.tv_nsec) * 1e-9,
+		SHOAL_VERSION);
+}

@@ -1,0 +1,66 @@
+/* Test harness: real shoal-node processes on free 127.0.0.1 ports, always
+ * stopped (the child dies with the test through PR_SET_PDEATHSIG), and a
+ * few helpers to build requests. */
+#ifndef SH_TEST_NODEPROC_H
+#define SH_TEST_NODEPROC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "rpc.h"
+
+typedef struct nodeproc {
+	pid_t pid;
+	char data_dir[512];
+	char ready[600];
+	char url[512];
+	char metrics[512];
+	char log[600];
+} nodeproc;
+
+/* A new empty temporary directory (mkdtemp) in buf. */
+void np_tmpdir(char *buf, size_t cap);
+/* rm -rf dir. */
+void np_rmrf(const char *dir);
+
+/* Starts $SHOAL_NODE_BIN on data_dir with --listen tcp://127.0.0.1:0,
+ * --metrics 127.0.0.1:0 and extra flags (NULL-terminated, may be NULL),
+ * logging to data_dir/../<name>.log, and waits (up to 60 s) until it
+ * serves. Returns 0, or -1 (the process is then stopped). */
+int np_start(nodeproc *p, const char *data_dir, const char *const *extra);
+
+/* Sends sig and waits up to 20 s (then SIGKILL). Returns the exit status as
+ * waitpid reports it, or -1. Safe to call twice. */
+int np_stop(nodeproc *p, int sig);
+
+/* HTTP GET of path from the node's metrics listener; malloc'd body (with
+ * the status line in *status), or NULL. */
+char *np_http_get(const nodeproc *p, const char *path, int *status);
+
+/* ---- Requests ---------------------------------------------------------- */
+
+/* One call: returns the response (caller frees with sh_wire_free_response)
+ * and fails the test when there is none. */
+Shoal__V1__Response *np_call(sh_rpc *c, Shoal__V1__Request *rq);
+
+/* Creates collection name: dim, metric, and payload indexes given as
+ * "field:type" strings (NULL-terminated, may be NULL). Returns the code. */
+int np_create(sh_rpc *c, const char *name, uint32_t dim,
+	      Shoal__V1__Metric metric, const char *const *indexes);
+
+/* Upserts one point (u64 id) and returns the response code; *status gets
+ * the point's status when not NULL. */
+int np_upsert1(sh_rpc *c, const char *coll, uint64_t id, const float *v,
+	       uint32_t dim, const char *payload, uint64_t version,
+	       int *status);
+
+/* Deletes ids (u64, one version for all); returns the code. */
+int np_delete(sh_rpc *c, const char *coll, const uint64_t *ids, size_t n,
+	      uint64_t version, int *statuses);
+
+/* Count of points passing a text filter (NULL: all), or -(code) on error. */
+int64_t np_count(sh_rpc *c, const char *coll, const Shoal__V1__Filter *f);
+
+#endif
