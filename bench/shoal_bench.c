@@ -32,6 +32,7 @@
 #include "error.h"
 #include "fvecs.h"
 #include "hnsw.h"
+#include "node_bench.h"
 #include "peers.h"
 #include "pid.h"
 
@@ -366,6 +367,9 @@ static void usage(FILE *f)
 "                   --queries Q.fvecs [options]\n"
 "  shoal-bench gen --n 100000 --dim 128 --queries 1000 --out DIR\n"
 "                  [--seed S] [--clusters C]\n"
+"  shoal-bench node --base B.fvecs --queries Q.fvecs --gt G.ivecs\n"
+"                   [--node-bin PATH] [--k 10] [--efs 16,32,...]\n"
+"                   [--threads 1,2,4] [--seconds 3] [--nq 1000]\n"
 "  shoal-bench --help\n"
 "\n"
 "hnsw: build an HNSW index of the base vectors with each engine, then for\n"
@@ -1634,6 +1638,10 @@ int main(int argc, char **argv)
 		return cmd_hnsw(argc, argv);
 	if (!strcmp(argv[1], "gen"))
 		return cmd_gen(argc, argv);
-	errf("unknown command '%s' (hnsw or gen; try --help)", argv[1]);
+#ifdef SHOAL_BENCH_NODE
+	if (!strcmp(argv[1], "node"))
+		return cmd_node(argc, argv);
+#endif
+	errf("unknown command '%s' (hnsw, gen or node; try --help)", argv[1]);
 	return 2;
 }
