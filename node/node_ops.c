@@ -569,6 +569,14 @@ int op_get(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 	return SH_OK;
 }
 
+static double elapsed_ms(const struct timespec *t0)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)(t.tv_sec - t0->tv_sec) * 1e3 +
+	       (double)(t.tv_nsec - t0->tv_nsec) * 1e-6;
+}
+
 static Shoal__V1__Plan plan_out(sh_hnsw_plan p)
 {
 	switch (p) {
@@ -620,7 +628,17 @@ int op_search(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 		rc = SH_ENOMEM;
 		goto out;
 	}
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (size_t q = 0; q < nq && !rc; q++) {
+		if (rq->timeout_ms && q > 0 &&
+		    elapsed_ms(&t0) > rq->timeout_ms) {
+			rc = sh_errf(err, errlen, SH_ETIMEDOUT,
+				     "search: deadline of %u ms passed after "
+				     "%zu of %zu queries",
+				     rq->timeout_ms, q, nq);
+			break;
+		}
 		size_t nh = 0;
 		sh_hnsw_search_stats st;
 		memset(&st, 0, sizeof(st));
