@@ -16,12 +16,15 @@
 #include "error.h"
 #include "log.h"
 
-struct worker {
+/* One nng context: one request at a time, driven by its aio's callback
+ * (RECV: a request arrived; SEND: its answer left). */
+struct slot {
 	struct sh_server *s;
-	pthread_t tid;
 	nng_ctx ctx;
 	nng_aio *aio;
-	bool started;
+	enum { SLOT_RECV, SLOT_SEND } state;
+	nng_msg *msg;
+	struct slot *next; /* in the work queue */
 };
 
 struct sh_server {
@@ -29,63 +32,137 @@ struct sh_server {
 	nng_socket sock;
 	nng_listener listener;
 	bool sock_open, listening;
-	struct worker *w;
-	int nw;
+	struct slot *slots;
+	int nslots;
+	/* Worker threads for requests that may block (writes wait for their
+	 * fsync; scans and deletes by filter walk a collection). */
+	pthread_t *workers;
+	int nworkers;
+	pthread_mutex_t qmu;
+	pthread_cond_t qcv;
+	struct slot *qhead, *qtail;
+	bool qstop;
 	atomic_int inflight;
 	struct MHD_Daemon *http;
 	char listen_url[256];
 	char metrics_url[128];
 };
 
-/* ---- nng workers ----------------------------------------------------------
+/* ---- Requests --------------------------------------------------------------
+ *
+ * A request is read by its context's callback, on one of nng's threads.
+ * Reads that never block and are short (search, get, health, stats,
+ * list_collections) are answered right there: no hand-off between threads,
+ * which is most of the latency of a small search over loopback. Everything
+ * else goes to the worker threads.
  */
+
+static void arm_recv(struct slot *sl)
+{
+	sl->state = SLOT_RECV;
+	nng_ctx_recv(sl->ctx, sl->aio);
+}
+
+/* Handles sl->msg and sends the answer (or drops the request when not even
+ * an error response can be built: the client times out). */
+static void process(struct slot *sl)
+{
+	struct sh_server *s = sl->s;
+	nng_msg *m = sl->msg;
+	uint8_t *out = NULL;
+	size_t outlen = 0;
+	int rc = sh_node_handle(s->node, nng_msg_body(m), nng_msg_len(m), &out,
+				&outlen);
+	/* Reuse the request's message for the reply: its header holds the
+	 * REP routing. */
+	nng_msg_clear(m);
+	if (rc != SH_OK || nng_msg_append(m, out, outlen) != 0) {
+		sh_error("server", "no response: %s",
+			 sh_strerror(rc ? rc : SH_ENOMEM));
+		free(out);
+		nng_msg_free(m);
+		sl->msg = NULL;
+		atomic_fetch_sub(&s->inflight, 1);
+		arm_recv(sl);
+		return;
+	}
+	free(out);
+	sl->state = SLOT_SEND;
+	nng_aio_set_msg(sl->aio, m);
+	nng_ctx_send(sl->ctx, sl->aio);
+}
+
+static bool answer_inline(uint32_t op)
+{
+	switch (op) {
+	case SHOAL__V1__REQUEST__OP_SEARCH:
+	case SHOAL__V1__REQUEST__OP_GET:
+	case SHOAL__V1__REQUEST__OP_HEALTH:
+	case SHOAL__V1__REQUEST__OP_STATS:
+	case SHOAL__V1__REQUEST__OP_LIST_COLLECTIONS:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static void slot_cb(void *arg)
+{
+	struct slot *sl = arg;
+	struct sh_server *s = sl->s;
+	int rv = nng_aio_result(sl->aio);
+	if (sl->state == SLOT_SEND) {
+		if (rv != 0)
+			nng_msg_free(sl->msg); /* peer gone: nothing to tell */
+		sl->msg = NULL;
+		atomic_fetch_sub(&s->inflight, 1);
+		if (rv != NNG_ECLOSED && rv != NNG_ECANCELED)
+			arm_recv(sl);
+		return;
+	}
+	if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
+		return; /* shutting down */
+	if (rv != 0) {
+		sh_warn("server", "receive: %s", nng_strerror(rv));
+		arm_recv(sl);
+		return;
+	}
+	atomic_fetch_add(&s->inflight, 1);
+	sl->msg = nng_aio_get_msg(sl->aio);
+	if (answer_inline(
+		sh_wire_peek_op(nng_msg_body(sl->msg), nng_msg_len(sl->msg)))) {
+		process(sl);
+		return;
+	}
+	pthread_mutex_lock(&s->qmu);
+	sl->next = NULL;
+	if (s->qtail)
+		s->qtail->next = sl;
+	else
+		s->qhead = sl;
+	s->qtail = sl;
+	pthread_cond_signal(&s->qcv);
+	pthread_mutex_unlock(&s->qmu);
+}
 
 static void *worker_main(void *arg)
 {
-	struct worker *w = arg;
-	struct sh_server *s = w->s;
+	struct sh_server *s = arg;
 	for (;;) {
-		nng_ctx_recv(w->ctx, w->aio);
-		nng_aio_wait(w->aio);
-		int rv = nng_aio_result(w->aio);
-		if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
-			break;
-		if (rv) {
-			sh_warn("server", "receive: %s", nng_strerror(rv));
-			continue;
+		pthread_mutex_lock(&s->qmu);
+		while (!s->qhead && !s->qstop)
+			pthread_cond_wait(&s->qcv, &s->qmu);
+		struct slot *sl = s->qhead;
+		if (sl) {
+			s->qhead = sl->next;
+			if (!s->qhead)
+				s->qtail = NULL;
 		}
-		atomic_fetch_add(&s->inflight, 1);
-		nng_msg *m = nng_aio_get_msg(w->aio);
-		uint8_t *out = NULL;
-		size_t outlen = 0;
-		int rc = sh_node_handle(s->node, nng_msg_body(m),
-					nng_msg_len(m), &out, &outlen);
-		if (rc != SH_OK) {
-			/* Not even an error response could be built: the
-			 * client's request times out. */
-			sh_error("server", "no response: %s", sh_strerror(rc));
-			nng_msg_free(m);
-			atomic_fetch_sub(&s->inflight, 1);
-			continue;
-		}
-		/* Reuse the request's message for the reply (its header
-		 * holds the REP routing). */
-		nng_msg_clear(m);
-		if (nng_msg_append(m, out, outlen) != 0) {
-			free(out);
-			nng_msg_free(m);
-			atomic_fetch_sub(&s->inflight, 1);
-			continue;
-		}
-		free(out);
-		nng_aio_set_msg(w->aio, m);
-		nng_ctx_send(w->ctx, w->aio);
-		nng_aio_wait(w->aio);
-		if (nng_aio_result(w->aio) != 0)
-			nng_msg_free(m); /* peer gone: nothing to tell */
-		atomic_fetch_sub(&s->inflight, 1);
+		pthread_mutex_unlock(&s->qmu);
+		if (!sl)
+			return NULL; /* stopping and the queue is empty */
+		process(sl);
 	}
-	return NULL;
 }
 
 /* Turns tcp://host:0 into tcp://host:PORT once bound. */
@@ -196,6 +273,8 @@ int sh_server_start(sh_node *n, const sh_server_opts *o, sh_server **out,
 	if (!s)
 		return sh_errf(err, errlen, SH_ENOMEM, "out of memory");
 	s->node = n;
+	pthread_mutex_init(&s->qmu, NULL);
+	pthread_cond_init(&s->qcv, NULL);
 	int rv, rc = SH_OK;
 	if ((rv = nng_rep0_open(&s->sock)) != 0) {
 		rc = sh_errf(err, errlen, SH_EIO, "nng: %s", nng_strerror(rv));
@@ -223,28 +302,35 @@ int sh_server_start(sh_node *n, const sh_server_opts *o, sh_server **out,
 	    (rc = http_start(s, o->metrics, err, errlen)))
 		goto fail;
 
-	s->w = calloc((size_t)o->threads, sizeof(*s->w));
-	if (!s->w) {
+	s->nworkers = 0;
+	s->workers = calloc((size_t)o->threads, sizeof(*s->workers));
+	/* Contexts: as many requests as may be in progress at once. */
+	s->nslots = o->threads * 4 < 16 ? 16 : o->threads * 4;
+	s->slots = calloc((size_t)s->nslots, sizeof(*s->slots));
+	if (!s->workers || !s->slots) {
 		rc = sh_errf(err, errlen, SH_ENOMEM, "out of memory");
 		goto fail;
 	}
 	for (int i = 0; i < o->threads; i++) {
-		struct worker *w = &s->w[i];
-		w->s = s;
-		if ((rv = nng_ctx_open(&w->ctx, s->sock)) != 0 ||
-		    (rv = nng_aio_alloc(&w->aio, NULL, NULL)) != 0) {
-			rc = sh_errf(err, errlen, SH_EIO, "nng: %s",
-				     nng_strerror(rv));
-			goto fail;
-		}
-		s->nw = i + 1;
-		if (pthread_create(&w->tid, NULL, worker_main, w) != 0) {
+		if (pthread_create(&s->workers[i], NULL, worker_main, s) != 0) {
 			rc = sh_errf(err, errlen, SH_ENOMEM,
 				     "cannot start a worker thread");
 			goto fail;
 		}
-		w->started = true;
+		s->nworkers = i + 1;
 	}
+	for (int i = 0; i < s->nslots; i++) {
+		struct slot *sl = &s->slots[i];
+		sl->s = s;
+		if ((rv = nng_ctx_open(&sl->ctx, s->sock)) != 0 ||
+		    (rv = nng_aio_alloc(&sl->aio, slot_cb, sl)) != 0) {
+			rc = sh_errf(err, errlen, SH_EIO, "nng: %s",
+				     nng_strerror(rv));
+			goto fail;
+		}
+	}
+	for (int i = 0; i < s->nslots; i++)
+		arm_recv(&s->slots[i]);
 	*out = s;
 	return SH_OK;
 fail:
@@ -278,19 +364,26 @@ void sh_server_stop(sh_server *s, int drain_ms)
 	for (int waited = 0; atomic_load(&s->inflight) > 0 && waited < drain_ms;
 	     waited += 5)
 		sleep_ms(5);
-	if (s->nw && drain_ms > 0)
+	if (s->nslots && drain_ms > 0)
 		sleep_ms(50); /* let the last replies leave the pipes */
 	if (s->sock_open)
-		nng_close(s->sock); /* wakes every worker with ECLOSED */
-	for (int i = 0; i < s->nw; i++) {
-		struct worker *w = &s->w[i];
-		if (w->started)
-			pthread_join(w->tid, NULL);
-		if (w->aio)
-			nng_aio_free(w->aio);
-	}
-	free(s->w);
+		nng_close(s->sock); /* every pending aio completes: ECLOSED */
+	/* The workers finish what is queued (its sends fail) and exit. */
+	pthread_mutex_lock(&s->qmu);
+	s->qstop = true;
+	pthread_cond_broadcast(&s->qcv);
+	pthread_mutex_unlock(&s->qmu);
+	for (int i = 0; i < s->nworkers; i++)
+		pthread_join(s->workers[i], NULL);
+	for (int i = 0; s->slots && i < s->nslots; i++)
+		if (s->slots[i].aio)
+			nng_aio_free(
+			    s->slots[i].aio); /* waits for its callback */
+	free(s->slots);
+	free(s->workers);
 	if (s->http)
 		MHD_stop_daemon(s->http);
+	pthread_mutex_destroy(&s->qmu);
+	pthread_cond_destroy(&s->qcv);
 	free(s);
 }

@@ -1,8 +1,12 @@
 /*
- * The node's network side: an nng REP socket served by a pool of worker
- * threads, each with its own context (nng_ctx), so that many requests run
- * at once; and an HTTP listener (libmicrohttpd) for GET /metrics and
- * GET /healthz.
+ * The node's network side: an nng REP socket with many contexts (nng_ctx,
+ * four per worker thread, at least 16), so that many requests are in
+ * progress at once; and an HTTP listener (libmicrohttpd) for GET /metrics
+ * and GET /healthz.
+ *
+ * Short reads (search, get, health, stats, list) are answered on the nng
+ * thread that received them; requests that may block (writes wait for
+ * their fsync, scans walk a collection) go to a pool of worker threads.
  *
  * Shutdown (sh_server_stop): the listener closes (no new connections), the
  * node answers requests that still arrive with EBUSY, the requests in

@@ -192,38 +192,61 @@ malformed:
 	return SH_EINVAL;
 }
 
-uint64_t sh_wire_peek_request_id(const uint8_t *buf, size_t len)
+/* One pass over the top-level fields of a message that may be malformed:
+ * the last request_id (field 2, varint) and the last operation (a
+ * length-delimited field numbered 10 or above) seen before the bytes stop
+ * parsing. */
+static void peek(const uint8_t *buf, size_t len, uint64_t *id, uint32_t *op)
 {
 	size_t pos = 0;
-	uint64_t id = 0, tag, v;
+	uint64_t tag, v;
+	*id = 0;
+	*op = 0;
 	while (buf && pos < len && read_varint(buf, len, &pos, &tag)) {
 		switch (tag & 7) {
 		case 0:
 			if (!read_varint(buf, len, &pos, &v))
-				return id;
+				return;
 			if (tag == ((2u << 3) | 0))
-				id = v;
+				*id = v;
 			break;
 		case 1:
 			if (len - pos < 8)
-				return id;
+				return;
 			pos += 8;
 			break;
 		case 5:
 			if (len - pos < 4)
-				return id;
+				return;
 			pos += 4;
 			break;
 		case 2:
 			if (!read_varint(buf, len, &pos, &v) || v > len - pos)
-				return id;
+				return;
 			pos += (size_t)v;
+			if ((tag >> 3) >= 10 && (tag >> 3) <= UINT32_MAX)
+				*op = (uint32_t)(tag >> 3);
 			break;
 		default:
-			return id;
+			return;
 		}
 	}
+}
+
+uint64_t sh_wire_peek_request_id(const uint8_t *buf, size_t len)
+{
+	uint64_t id;
+	uint32_t op;
+	peek(buf, len, &id, &op);
 	return id;
+}
+
+uint32_t sh_wire_peek_op(const uint8_t *buf, size_t len)
+{
+	uint64_t id;
+	uint32_t op;
+	peek(buf, len, &id, &op);
+	return op;
 }
 
 /* Size, pre-scan and unpack: shared by requests and responses. */

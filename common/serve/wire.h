@@ -159,6 +159,12 @@ void sh_wire_free_request(Shoal__V1__Request *req);
  * before the bytes stop parsing, or 0. Never fails. */
 uint64_t sh_wire_peek_request_id(const uint8_t *buf, size_t len);
 
+/* The operation of a message that may be malformed, as its field number
+ * in Request (SHOAL__V1__REQUEST__OP_*), or 0: found by the same scan. A
+ * server uses it to route a request before decoding it; the decoder still
+ * has the last word. Never fails. */
+uint32_t sh_wire_peek_op(const uint8_t *buf, size_t len);
+
 /* Encodes a request (a client's or a router's). *buf is malloc'd and the
  * caller frees it with free(). Returns SH_OK or SH_ENOMEM. Does not
  * validate (see sh_wire_validate_request). */

@@ -319,6 +319,11 @@ static void test_every_prefix_of_a_valid_request_is_rejected(void **state)
 				    sh_wire_peek_request_id(buf, n),
 				    (uint64_t)op);
 		}
+		/* and the operation, once the message is whole */
+		assert_int_equal(sh_wire_peek_op(buf, len),
+				 op == WS_DELETE_BY_FILTER
+				     ? SHOAL__V1__REQUEST__OP_DELETE
+				     : op);
 		free(buf);
 	}
 }
