@@ -703,6 +703,13 @@ int op_search(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 						rc = SH_ENOMEM;
 				}
 				sh_partition_record_clear(&rec);
+				if (grc == SH_ENOTFOUND)
+					continue; /* deleted meanwhile */
+				if (grc && !rc)
+					rc = sh_errf(err, errlen, grc,
+						     "search: reading a hit's "
+						     "vector: %s",
+						     sh_strerror(grc));
 			}
 			qh->hits[qh->n_hits++] = h;
 		}

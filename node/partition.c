@@ -678,28 +678,39 @@ int sh_partition_search(sh_partition *p, const float *q, size_t k, size_t ef,
 		free(hits);
 		return rc;
 	}
+	/* With payloads, a hit deleted between the search and the read of
+	 * its record is left out: it is gone, and a hit without its payload
+	 * would be a torn result. */
+	size_t j = 0;
 	for (size_t i = 0; i < nh; i++) {
-		out[i].id = hits[i].pid;
-		out[i].dist = hits[i].dist;
-		out[i].payload = NULL;
-		out[i].payload_len = 0;
-		out[i].version = 0;
-		if (!with_payload)
+		sh_partition_hit *o = &out[j];
+		o->id = hits[i].pid;
+		o->dist = hits[i].dist;
+		o->payload = NULL;
+		o->payload_len = 0;
+		o->version = 0;
+		if (!with_payload) {
+			j++;
 			continue;
+		}
 		sh_store_point sp;
 		int grc = sh_store_get_point(p->st, p->coll.id,
 					     sh_slot_of(&hits[i].pid),
 					     &hits[i].pid, &sp);
-		if (grc == SH_OK) {
-			out[i].payload = sp.payload;
-			out[i].payload_len = sp.payload_len;
-			out[i].version = sp.version;
-		} else if (grc != SH_ENOTFOUND) {
-			sh_partition_hits_clear(out, i);
+		if (grc == SH_OK && !sp.deleted) {
+			o->payload = sp.payload;
+			o->payload_len = sp.payload_len;
+			o->version = sp.version;
+			j++;
+		} else if (grc == SH_OK || grc == SH_ENOTFOUND) {
+			sh_store_point_clear(&sp);
+		} else {
+			sh_partition_hits_clear(out, j);
 			free(hits);
 			return grc;
 		}
 	}
+	nh = j;
 	*nout = nh;
 	free(hits);
 	return SH_OK;

@@ -181,11 +181,13 @@ typedef struct sh_partition_hit {
 } sh_partition_hit;
 
 /* The k nearest live points passing f (NULL or empty: all), ascending by
- * distance. q has the collection's dim floats (the caller checks the
- * request's dimension). f must have passed sh_filter_validate. ef 0: the
- * collection default. out has room for k hits; *nout gets the count; free the
- * payloads with sh_partition_hits_clear. st (optional) reports the plan used.
- * Returns SH_OK, SH_EINVAL, SH_EDIM (q NULL), SH_ENAN, SH_ENOMEM, SH_EIO. */
+ * distance. With with_payload, a hit deleted by a concurrent writer before
+ * its record was read is left out (so fewer than k may come back). q has the
+ * collection's dim floats (the caller checks the request's dimension). f must
+ * have passed sh_filter_validate. ef 0: the collection default. out has room
+ * for k hits; *nout gets the count; free the payloads with
+ * sh_partition_hits_clear. st (optional) reports the plan used. Returns SH_OK,
+ * SH_EINVAL, SH_EDIM (q NULL), SH_ENAN, SH_ENOMEM, SH_EIO. */
 int sh_partition_search(sh_partition *p, const float *q, size_t k, size_t ef,
 			const sh_filter *f, bool with_payload,
 			sh_partition_hit *out, size_t *nout,

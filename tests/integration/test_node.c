@@ -3,6 +3,7 @@
  * filter condition, replacing upserts, versions, deletes, slots, restarts,
  * metrics; and bad input of every kind. */
 #include <math.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -906,6 +907,116 @@ static void test_slots_and_restart(void **state)
 	assert_int_equal(np_count(cli, "tmp", NULL), 2);
 }
 
+/* ---- Concurrency ----------------------------------------------------------
+ */
+
+struct conc {
+	int role; /* 0 writer, 1 searcher, 2 create/drop */
+	uint64_t base;
+	int errors;
+};
+
+static void *conc_main(void *arg)
+{
+	struct conc *c = arg;
+	sh_rpc *r;
+	char err[256];
+	if (sh_rpc_dial(node.url, 10000, 0, &r, err, sizeof(err))) {
+		c->errors++;
+		return NULL;
+	}
+	float v[DIM];
+	for (int i = 0; i < 300; i++) {
+		if (c->role == 0) {
+			vec_of(c->base + (uint64_t)i, v);
+			int st = -1;
+			if (np_upsert1(r, "conc", c->base + (uint64_t)i, v, DIM,
+				       "{\"w\":1}", 1, &st) != 0 ||
+			    st != 0)
+				c->errors++;
+			if (i % 3 == 0) {
+				uint64_t id = c->base + (uint64_t)i;
+				if (np_delete(r, "conc", &id, 1, 2, NULL) != 0)
+					c->errors++;
+			}
+		} else if (c->role == 1) {
+			Shoal__V1__Vector q = SHOAL__V1__VECTOR__INIT, *qq = &q;
+			vec_of((uint64_t)i * 7, v);
+			q.values = v;
+			q.n_values = DIM;
+			Shoal__V1__SearchRequest s =
+			    SHOAL__V1__SEARCH_REQUEST__INIT;
+			s.collection = "conc";
+			s.queries = &qq;
+			s.n_queries = 1;
+			s.k = 10;
+			s.with_payload = 1;
+			Shoal__V1__Request rq = SHOAL__V1__REQUEST__INIT;
+			rq.op_case = SHOAL__V1__REQUEST__OP_SEARCH;
+			rq.search = &s;
+			Shoal__V1__Response *rs = NULL;
+			if (sh_rpc_call(r, &rq, &rs, err, sizeof(err)) ||
+			    rs->code != 0)
+				c->errors++;
+			else
+				for (size_t h = 0;
+				     h < rs->search->results[0]->n_hits; h++)
+					if (!strstr(rs->search->results[0]
+							->hits[h]
+							->payload_json,
+						    "\"w\""))
+						c->errors++;
+			sh_wire_free_response(rs);
+		} else {
+			char name[32];
+			snprintf(name, sizeof(name), "churn%d", i % 4);
+			int code = np_create(r, name, DIM,
+					     SHOAL__V1__METRIC__L2, NULL);
+			if (code != 0 && code != SH_EEXIST)
+				c->errors++;
+			vec_of((uint64_t)i, v);
+			code = np_upsert1(r, name, 1, v, DIM, NULL, 1, NULL);
+			if (code != 0 && code != SH_ENOCOLLECTION)
+				c->errors++;
+			Shoal__V1__DropCollectionRequest dr =
+			    SHOAL__V1__DROP_COLLECTION_REQUEST__INIT;
+			dr.name = name;
+			Shoal__V1__Request rq = SHOAL__V1__REQUEST__INIT;
+			rq.op_case = SHOAL__V1__REQUEST__OP_DROP_COLLECTION;
+			rq.drop_collection = &dr;
+			Shoal__V1__Response *rs = NULL;
+			if (sh_rpc_call(r, &rq, &rs, err, sizeof(err)) ||
+			    (rs->code != 0 &&
+			     (int)rs->code != SH_ENOCOLLECTION))
+				c->errors++;
+			sh_wire_free_response(rs);
+		}
+	}
+	sh_rpc_close(r);
+	return NULL;
+}
+
+/* Writers, searchers and a thread creating and dropping collections at
+ * once: no error, no torn result, and the count adds up. */
+static void test_concurrent_clients(void **state)
+{
+	assert_int_equal(
+	    np_create(cli, "conc", DIM, SHOAL__V1__METRIC__L2, NULL), 0);
+	struct conc cs[6] = {{0, 100000, 0}, {0, 200000, 0}, {1, 0, 0},
+			     {1, 0, 0},	     {2, 0, 0},	     {2, 0, 0}};
+	pthread_t t[6];
+	for (int i = 0; i < 6; i++)
+		pthread_create(&t[i], NULL, conc_main, &cs[i]);
+	for (int i = 0; i < 6; i++)
+		pthread_join(t[i], NULL);
+	for (int i = 0; i < 6; i++)
+		if (cs[i].errors)
+			fail_msg("thread %d (role %d): %d errors", i,
+				 cs[i].role, cs[i].errors);
+	/* 2 writers x 300 points, every third deleted */
+	assert_int_equal(np_count(cli, "conc", NULL), 2 * 200);
+}
+
 /* ---- Bad input ----------------------------------------------------------- */
 
 static int raw_code(const uint8_t *buf, size_t len)
@@ -1105,6 +1216,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_delete_by_filter, test_teardown),
 	    cmocka_unit_test_teardown(test_stream_slot, test_teardown),
 	    cmocka_unit_test_teardown(test_bad_input, test_teardown),
+	    cmocka_unit_test_teardown(test_concurrent_clients, test_teardown),
 	    cmocka_unit_test_teardown(test_slots_and_restart, test_teardown),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
