@@ -105,6 +105,34 @@ static void on_signal(uv_signal_t *h, int signum)
 	/* uv_run returns once queued work (vacuum, fsync) has finished. */
 }
 
+/* The node as the server's handler. */
+static bool node_inline_op(uint32_t op)
+{
+	/* Short reads that never block: answered where they arrive. */
+	return op == SHOAL__V1__REQUEST__OP_SEARCH ||
+	       op == SHOAL__V1__REQUEST__OP_GET ||
+	       op == SHOAL__V1__REQUEST__OP_HEALTH ||
+	       op == SHOAL__V1__REQUEST__OP_STATS ||
+	       op == SHOAL__V1__REQUEST__OP_LIST_COLLECTIONS;
+}
+
+static int node_handle(void *ctx, const uint8_t *req, size_t len, uint8_t **out,
+		       size_t *outlen)
+{
+	return sh_node_handle(ctx, req, len, out, outlen);
+}
+
+static void node_metrics(void *ctx, FILE *f)
+{
+	sh_node_metrics(ctx, f);
+}
+
+static int node_health(void *ctx)
+{
+	sh_node_state st = sh_node_get_state(ctx);
+	return st == SH_NODE_SERVING ? 1 : st == SH_NODE_STOPPING ? 2 : 0;
+}
+
 static int write_ready(const char *path, const sh_server *s)
 {
 	char tmp[4096];
@@ -249,7 +277,14 @@ int main(int argc, char **argv)
 	    .threads = (int)c.threads,
 	    .max_message = c.max_message,
 	};
-	rc = sh_server_start(a.node, &so, &a.server, err, sizeof(err));
+	sh_server_handler h = {
+	    .ctx = a.node,
+	    .handle = node_handle,
+	    .inline_op = node_inline_op,
+	    .metrics = node_metrics,
+	    .health = node_health,
+	};
+	rc = sh_server_start(&h, &so, &a.server, err, sizeof(err));
 	if (rc) {
 		sh_error("node", "%s", err);
 		sh_node_close(a.node);

@@ -1,4 +1,5 @@
-/* nng workers and the HTTP listener of a node. See server.h. */
+/* nng contexts, worker threads and the HTTP listener of a shoal server.
+ * See server.h. */
 #include "server.h"
 
 #include <arpa/inet.h>
@@ -15,6 +16,8 @@
 
 #include "error.h"
 #include "log.h"
+#include "shoal.pb-c.h"
+#include "wire.h"
 
 /* One nng context: one request at a time, driven by its aio's callback
  * (RECV: a request arrived; SEND: its answer left). */
@@ -28,7 +31,7 @@ struct slot {
 };
 
 struct sh_server {
-	sh_node *node;
+	sh_server_handler h;
 	nng_socket sock;
 	nng_listener listener;
 	bool sock_open, listening;
@@ -48,13 +51,12 @@ struct sh_server {
 	char metrics_url[128];
 };
 
-/* ---- Requests --------------------------------------------------------------
+/* ---- Requests ------------------------------------------------------------
  *
- * A request is read by its context's callback, on one of nng's threads.
- * Reads that never block and are short (search, get, health, stats,
- * list_collections) are answered right there: no hand-off between threads,
- * which is most of the latency of a small search over loopback. Everything
- * else goes to the worker threads.
+ * A request is read by its context's callback, on one of nng's threads. The
+ * handler's inline operations are answered right there: no hand-off between
+ * threads, which is most of the latency of a small request over loopback.
+ * Everything else goes to the worker threads.
  */
 
 static void arm_recv(struct slot *sl)
@@ -71,8 +73,8 @@ static void process(struct slot *sl)
 	nng_msg *m = sl->msg;
 	uint8_t *out = NULL;
 	size_t outlen = 0;
-	int rc = sh_node_handle(s->node, nng_msg_body(m), nng_msg_len(m), &out,
-				&outlen);
+	int rc = s->h.handle(s->h.ctx, nng_msg_body(m), nng_msg_len(m), &out,
+			     &outlen);
 	/* Reuse the request's message for the reply: its header holds the
 	 * REP routing. */
 	nng_msg_clear(m);
@@ -90,20 +92,6 @@ static void process(struct slot *sl)
 	sl->state = SLOT_SEND;
 	nng_aio_set_msg(sl->aio, m);
 	nng_ctx_send(sl->ctx, sl->aio);
-}
-
-static bool answer_inline(uint32_t op)
-{
-	switch (op) {
-	case SHOAL__V1__REQUEST__OP_SEARCH:
-	case SHOAL__V1__REQUEST__OP_GET:
-	case SHOAL__V1__REQUEST__OP_HEALTH:
-	case SHOAL__V1__REQUEST__OP_STATS:
-	case SHOAL__V1__REQUEST__OP_LIST_COLLECTIONS:
-		return true;
-	default:
-		return false;
-	}
 }
 
 static void slot_cb(void *arg)
@@ -129,7 +117,8 @@ static void slot_cb(void *arg)
 	}
 	atomic_fetch_add(&s->inflight, 1);
 	sl->msg = nng_aio_get_msg(sl->aio);
-	if (answer_inline(
+	if (s->h.inline_op &&
+	    s->h.inline_op(
 		sh_wire_peek_op(nng_msg_body(sl->msg), nng_msg_len(sl->msg)))) {
 		process(sl);
 		return;
@@ -194,17 +183,16 @@ static enum MHD_Result http_answer(void *cls, struct MHD_Connection *c,
 	} else if (strcmp(url, "/metrics") == 0) {
 		FILE *f = open_memstream(&body, &len);
 		if (f) {
-			sh_node_metrics(s->node, f);
+			s->h.metrics(s->h.ctx, f);
 			fclose(f);
 		}
 		ctype = "text/plain; version=0.0.4; charset=utf-8";
 	} else if (strcmp(url, "/healthz") == 0) {
-		sh_node_state st = sh_node_get_state(s->node);
-		status = st == SH_NODE_SERVING ? MHD_HTTP_OK
-					       : MHD_HTTP_SERVICE_UNAVAILABLE;
-		body = strdup(st == SH_NODE_SERVING    ? "serving\n"
-			      : st == SH_NODE_STOPPING ? "stopping\n"
-						       : "starting\n");
+		int st = s->h.health(s->h.ctx);
+		status = st == 1 ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE;
+		body = strdup(st == 1	? "serving\n"
+			      : st == 2 ? "stopping\n"
+					: "starting\n");
 	} else {
 		status = MHD_HTTP_NOT_FOUND;
 		body = strdup("not found: try /metrics or /healthz\n");
@@ -263,8 +251,8 @@ static int http_start(struct sh_server *s, const char *hostport, char *err,
 /* ---- Lifecycle ------------------------------------------------------------
  */
 
-int sh_server_start(sh_node *n, const sh_server_opts *o, sh_server **out,
-		    char *err, size_t errlen)
+int sh_server_start(const sh_server_handler *h, const sh_server_opts *o,
+		    sh_server **out, char *err, size_t errlen)
 {
 	*out = NULL;
 	if (!o->listen || o->threads < 1)
@@ -272,7 +260,7 @@ int sh_server_start(sh_node *n, const sh_server_opts *o, sh_server **out,
 	struct sh_server *s = calloc(1, sizeof(*s));
 	if (!s)
 		return sh_errf(err, errlen, SH_ENOMEM, "out of memory");
-	s->node = n;
+	s->h = *h;
 	pthread_mutex_init(&s->qmu, NULL);
 	pthread_cond_init(&s->qcv, NULL);
 	int rv, rc = SH_OK;
@@ -360,7 +348,7 @@ void sh_server_stop(sh_server *s, int drain_ms)
 		return;
 	if (s->listening)
 		nng_listener_close(s->listener);
-	/* In-flight requests finish; new ones get EBUSY from the node. */
+	/* In-flight requests finish; the handler answers new ones EBUSY. */
 	for (int waited = 0; atomic_load(&s->inflight) > 0 && waited < drain_ms;
 	     waited += 5)
 		sleep_ms(5);

@@ -1,0 +1,67 @@
+/*
+ * A shoal server's network side, shared by shoal-node and shoal-router: an
+ * nng REP socket with many contexts (nng_ctx, four per worker thread, at
+ * least 16), so that many requests are in progress at once; and an HTTP
+ * listener (libmicrohttpd) for GET /metrics and GET /healthz.
+ *
+ * Requests whose operation the handler marks as short and non-blocking
+ * are answered on the nng thread that received them (no hand-off between
+ * threads); the rest go to a pool of worker threads. A handler that waits
+ * for other nng operations (the router's fan-out) must mark none: nng's
+ * own threads would then wait for themselves.
+ *
+ */
+#ifndef SH_SERVER_H
+#define SH_SERVER_H
+
+#include <stddef.h>
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct sh_server sh_server;
+
+/* What the server serves. Every function may be called from many threads
+ * at once. */
+typedef struct sh_server_handler {
+	void *ctx;
+	/* One request in, one response out (malloc'd; the server frees it).
+	 * Returns SH_OK, or an error when no response could be built (the
+	 * request is then dropped and the client times out). */
+	int (*handle)(void *ctx, const uint8_t *req, size_t len, uint8_t **out,
+		      size_t *outlen);
+	/* Whether a request of this operation (Request field number, see
+	 * sh_wire_peek_op) is answered on the receiving thread. NULL: none. */
+	bool (*inline_op)(uint32_t op);
+	/* Prometheus text for GET /metrics. */
+	void (*metrics)(void *ctx, FILE *f);
+	/* GET /healthz: 0 starting (503), 1 serving (200), 2 stopping (503). */
+	int (*health)(void *ctx);
+} sh_server_handler;
+
+typedef struct sh_server_opts {
+	const char *listen;  /* nng URL, e.g. tcp://127.0.0.1:7000 (port 0:
+				any free port) */
+	const char *metrics; /* HTTP host:port, e.g. 127.0.0.1:9100; NULL or
+				"" for none; port 0: any free port */
+	int threads;	     /* worker threads (contexts), >= 1 */
+	size_t max_message;  /* largest request the decoder accepts */
+} sh_server_opts;
+
+/* Starts serving h (copied). On SH_OK, the URLs actually bound (port 0
+ * resolved) are readable with sh_server_listen_url / sh_server_metrics_url. */
+int sh_server_start(const sh_server_handler *h, const sh_server_opts *o,
+		    sh_server **out, char *err, size_t errlen);
+
+const char *sh_server_listen_url(const sh_server *s);
+const char *sh_server_metrics_url(const sh_server *s); /* "" when none */
+
+/* Stops: the listener closes (no new connections), the handler should
+ * answer what still arrives with EBUSY (its state is the caller's), the
+ * requests in flight finish and their answers are sent, the socket closes
+ * and the workers are joined. Waits waits at most drain_ms for requests in
+ * flight. NULL is a no-op. */
+void sh_server_stop(sh_server *s, int drain_ms);
+
+#endif
