@@ -589,35 +589,18 @@ static const char *const op_names[NODE_NOPS] = {
     "invalid",
 };
 
-/* Upper bounds of the latency histogram, in microseconds. */
-static const uint64_t bucket_us[NODE_NBUCKETS] = {
-    100,   250,	   500,	   1000,   2500,    5000,    10000,   25000,
-    50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,
-};
-
 static void observe(sh_node *n, int op, int code, uint64_t us)
 {
 	if (code < 0 || code >= NODE_NCODES)
 		code = SH_EINVAL;
 	atomic_fetch_add(&n->requests[op][code], 1);
-	int b = 0;
-	while (b < NODE_NBUCKETS && us > bucket_us[b])
-		b++;
-	atomic_fetch_add(&n->latency[op][b], 1);
-	atomic_fetch_add(&n->latency_us[op], us);
-}
-
-static uint64_t now_us(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
+	sh_histogram_observe(&n->latency[op], us);
 }
 
 int sh_node_handle(sh_node *n, const uint8_t *buf, size_t len, uint8_t **out,
 		   size_t *outlen)
 {
-	uint64_t t0 = now_us();
+	uint64_t t0 = sh_now_us();
 	char err[512];
 	err[0] = 0;
 	uint64_t epoch;
@@ -662,7 +645,7 @@ int sh_node_handle(sh_node *n, const uint8_t *buf, size_t len, uint8_t **out,
 	}
 	ar_free(&a);
 	sh_wire_free_request(rq);
-	observe(n, op, rc, now_us() - t0);
+	observe(n, op, rc, sh_now_us() - t0);
 	if (enc == SH_OK)
 		atomic_fetch_add(&n->bytes_out, *outlen);
 	return enc;
@@ -701,30 +684,10 @@ void sh_node_metrics(sh_node *n, FILE *f)
 		   "to response, by operation.\n"
 		   "# TYPE shoal_request_duration_seconds histogram\n");
 	for (int op = 0; op < NODE_NOPS; op++) {
-		uint64_t cum = 0;
-		for (int b = 0; b <= NODE_NBUCKETS; b++)
-			cum += atomic_load(&n->latency[op][b]);
-		if (!cum)
-			continue;
-		uint64_t run = 0;
-		for (int b = 0; b < NODE_NBUCKETS; b++) {
-			run += atomic_load(&n->latency[op][b]);
-			fprintf(
-			    f,
-			    "shoal_request_duration_seconds_bucket{op=\"%s\","
-			    "le=\"%g\"} %llu\n",
-			    op_names[op], (double)bucket_us[b] * 1e-6,
-			    (unsigned long long)run);
-		}
-		fprintf(f,
-			"shoal_request_duration_seconds_bucket{op=\"%s\","
-			"le=\"+Inf\"} %llu\n"
-			"shoal_request_duration_seconds_sum{op=\"%s\"} %.6f\n"
-			"shoal_request_duration_seconds_count{op=\"%s\"} "
-			"%llu\n",
-			op_names[op], (unsigned long long)cum, op_names[op],
-			(double)atomic_load(&n->latency_us[op]) * 1e-6,
-			op_names[op], (unsigned long long)cum);
+		char labels[64];
+		snprintf(labels, sizeof(labels), "op=\"%s\"", op_names[op]);
+		sh_histogram_write(&n->latency[op], f,
+				   "shoal_request_duration_seconds", labels);
 	}
 	fprintf(f,
 		"# HELP shoal_network_bytes_total Request and response bytes.\n"

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "error.h"
+#include "metrics.h"
 #include "node.h"
 #include "partition.h"
 #include "slots.h"
@@ -44,7 +45,6 @@ struct coll_entry {
 #define NODE_NOPS 14
 #define NODE_OP_INVALID 13
 #define NODE_NCODES 17 /* SH_OK..SH_ENOCOLLECTION */
-#define NODE_NBUCKETS 16
 
 struct sh_node {
 	sh_node_opts o;
@@ -70,8 +70,7 @@ struct sh_node {
 
 	/* Metrics. */
 	atomic_uint_fast64_t requests[NODE_NOPS][NODE_NCODES];
-	atomic_uint_fast64_t latency[NODE_NOPS][NODE_NBUCKETS + 1];
-	atomic_uint_fast64_t latency_us[NODE_NOPS];
+	sh_histogram latency[NODE_NOPS];
 	atomic_uint_fast64_t bytes_in, bytes_out;
 };
 

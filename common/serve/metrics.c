@@ -1,0 +1,57 @@
+/* Counters and histograms for /metrics. See metrics.h. */
+#include "metrics.h"
+
+#include <time.h>
+
+const uint64_t sh_hist_bounds_us[SH_HIST_NBUCKETS] = {
+    100,   250,	   500,	   1000,   2500,    5000,    10000,   25000,
+    50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,
+};
+
+void sh_histogram_observe(sh_histogram *h, uint64_t us)
+{
+	int b = 0;
+	while (b < SH_HIST_NBUCKETS && us > sh_hist_bounds_us[b])
+		b++;
+	atomic_fetch_add(&h->bucket[b], 1);
+	atomic_fetch_add(&h->sum_us, us);
+}
+
+uint64_t sh_histogram_count(const sh_histogram *h)
+{
+	uint64_t n = 0;
+	for (int b = 0; b <= SH_HIST_NBUCKETS; b++)
+		n += atomic_load(&h->bucket[b]);
+	return n;
+}
+
+void sh_histogram_write(const sh_histogram *h, FILE *f, const char *name,
+			const char *labels)
+{
+	uint64_t cnt = sh_histogram_count(h);
+	if (!cnt)
+		return;
+	const char *sep = labels && *labels ? "," : "";
+	labels = labels ? labels : "";
+	uint64_t run = 0;
+	for (int b = 0; b < SH_HIST_NBUCKETS; b++) {
+		run += atomic_load(&h->bucket[b]);
+		fprintf(f, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep,
+			(double)sh_hist_bounds_us[b] * 1e-6,
+			(unsigned long long)run);
+	}
+	fprintf(f,
+		"%s_bucket{%s%sle=\"+Inf\"} %llu\n"
+		"%s_sum{%s} %.6f\n"
+		"%s_count{%s} %llu\n",
+		name, labels, sep, (unsigned long long)cnt, name, labels,
+		(double)atomic_load(&h->sum_us) * 1e-6, name, labels,
+		(unsigned long long)cnt);
+}
+
+uint64_t sh_now_us(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
+}

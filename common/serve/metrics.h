@@ -1,0 +1,39 @@
+/*
+ * Metrics in the Prometheus text format: lock-free counters and latency
+ * histograms that any thread may update, and writers of their exposition.
+ * Each process keeps its own (see node.c, router.c) and renders them for
+ * GET /metrics.
+ */
+#ifndef SH_METRICS_H
+#define SH_METRICS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Upper bounds of the latency buckets, in microseconds: 100 µs .. 10 s. */
+#define SH_HIST_NBUCKETS 16
+extern const uint64_t sh_hist_bounds_us[SH_HIST_NBUCKETS];
+
+/* A latency histogram. Zero-initialised storage is an empty histogram. */
+typedef struct sh_histogram {
+	atomic_uint_fast64_t bucket[SH_HIST_NBUCKETS + 1]; /* last: +Inf */
+	atomic_uint_fast64_t sum_us;
+} sh_histogram;
+
+/* Records one observation. Any thread; never blocks. */
+void sh_histogram_observe(sh_histogram *h, uint64_t us);
+
+/* Total observations. */
+uint64_t sh_histogram_count(const sh_histogram *h);
+
+/* Writes the _bucket, _sum and _count lines of metric `name` (seconds)
+ * with extra labels (e.g. `op="search"`, or "" for none). Writes nothing
+ * when the histogram is empty. The HELP/TYPE lines are the caller's. */
+void sh_histogram_write(const sh_histogram *h, FILE *f, const char *name,
+			const char *labels);
+
+/* Microseconds on the monotonic clock. */
+uint64_t sh_now_us(void);
+
+#endif
