@@ -642,8 +642,11 @@ int op_search(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 		size_t nh = 0;
 		sh_hnsw_search_stats st;
 		memset(&st, 0, sizeof(st));
-		rc = sh_partition_search(e->p, r->queries[q]->values, k, r->ef,
-					 f, r->with_payload, hits, &nh, &st);
+		rc = sh_partition_search_ex(
+		    e->p, r->queries[q]->values, k, r->ef, f,
+		    (r->with_payload ? SH_PARTITION_WITH_PAYLOAD : 0) |
+			(r->exact ? SH_PARTITION_EXACT : 0),
+		    hits, &nh, &st);
 		if (rc) {
 			sh_errf(err, errlen, rc, "search.queries[%zu]: %s", q,
 				sh_strerror(rc));

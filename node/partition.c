@@ -618,6 +618,18 @@ int sh_partition_search(sh_partition *p, const float *q, size_t k, size_t ef,
 			sh_partition_hit *out, size_t *nout,
 			sh_hnsw_search_stats *st)
 {
+	return sh_partition_search_ex(
+	    p, q, k, ef, f, with_payload ? SH_PARTITION_WITH_PAYLOAD : 0, out,
+	    nout, st);
+}
+
+int sh_partition_search_ex(sh_partition *p, const float *q, size_t k, size_t ef,
+			   const sh_filter *f, unsigned flags,
+			   sh_partition_hit *out, size_t *nout,
+			   sh_hnsw_search_stats *st)
+{
+	bool with_payload = flags & SH_PARTITION_WITH_PAYLOAD;
+	bool exact = flags & SH_PARTITION_EXACT;
 	if (!p || !out || !nout)
 		return SH_EINVAL;
 	*nout = 0;
@@ -668,8 +680,11 @@ int sh_partition_search(sh_partition *p, const float *q, size_t k, size_t ef,
 			st->plan = SH_PLAN_EXACT_SCAN;
 		}
 	} else {
-		rc = sh_hnsw_search(p->h, q, k, ef, filtered ? &hf : NULL, hits,
-				    &nh, st);
+		if (exact)
+			hf.force_plan = 1 + SH_PLAN_EXACT_SCAN;
+		rc = sh_hnsw_search(p->h, q, k, ef,
+				    filtered || exact ? &hf : NULL, hits, &nh,
+				    st);
 	}
 	if (filtered)
 		urcu_memb_read_unlock();

@@ -196,6 +196,16 @@ int sh_partition_search(sh_partition *p, const float *q, size_t k, size_t ef,
 /* The index's counters (live points, tombstones, memory). Any thread. */
 void sh_partition_info(const sh_partition *p, sh_hnsw_info *out);
 
+/* sh_partition_search with flags: SH_PARTITION_WITH_PAYLOAD, and
+ * SH_PARTITION_EXACT (distances to every passing point instead of the
+ * graph: the exact answer, slowly). */
+#define SH_PARTITION_WITH_PAYLOAD 1u
+#define SH_PARTITION_EXACT 2u
+int sh_partition_search_ex(sh_partition *p, const float *q, size_t k, size_t ef,
+			   const sh_filter *f, unsigned flags,
+			   sh_partition_hit *out, size_t *nout,
+			   sh_hnsw_search_stats *st);
+
 /* Frees the payloads of n hits. */
 void sh_partition_hits_clear(sh_partition_hit *hits, size_t n);
 

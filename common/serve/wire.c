@@ -922,6 +922,17 @@ static int check_op(vctx *c, const Shoal__V1__Request *q)
 			return fail(c, SH_EINVAL, "slot %u; at most %d",
 				    q->stream_slot->slot, SH_SLOTS - 1);
 		return SH_OK;
+	case SHOAL__V1__REQUEST__OP_GET_MAP:
+		return SH_OK;
+	case SHOAL__V1__REQUEST__OP_ADD_NODE: {
+		path_push(c, "add_node");
+		const char *a = str_or_empty(q->add_node->address);
+		size_t n = strlen(a);
+		if (n == 0 || n > 255 || !sh_utf8_valid(a, n))
+			return fail(c, SH_EINVAL,
+				    "address: 1..255 bytes of UTF-8");
+		return SH_OK;
+	}
 	default:
 		break;
 	}

@@ -631,6 +631,44 @@ static void test_search_filters(void **state)
 	assert_int_equal(rs->search->covered->ranges[0]->last, SH_SLOTS - 1);
 	sh_wire_free_response(rs);
 
+	/* exact search: the brute-force order */
+	{
+		float qe[DIM] = {100.5f, 3, 1, 1};
+		Shoal__V1__SearchRequest *se = P(sizeof(*se));
+		shoal__v1__search_request__init(se);
+		se->collection = "c1";
+		Shoal__V1__Vector *v = P(sizeof(*v));
+		shoal__v1__vector__init(v);
+		v->values = qe;
+		v->n_values = DIM;
+		se->queries = P(sizeof(void *));
+		se->queries[0] = v;
+		se->n_queries = 1;
+		se->k = 20;
+		se->exact = 1;
+		Shoal__V1__Request *rq = REQ(SHOAL__V1__REQUEST__OP_SEARCH);
+		rq->search = se;
+		rs = np_call(cli, rq);
+		assert_int_equal(rs->code, 0);
+		qh = rs->search->results[0];
+		assert_int_equal(qh->stats->plan, SHOAL__V1__PLAN__EXACT_SCAN);
+		assert_int_equal(qh->n_hits, 20);
+		/* every point outside the top 20 is no closer than the 20th */
+		for (uint64_t i = 0; i < N; i++) {
+			float pv[DIM], d = 0;
+			vec_of(i, pv);
+			for (int j = 0; j < DIM; j++)
+				d += (pv[j] - qe[j]) * (pv[j] - qe[j]);
+			bool in = false;
+			for (size_t h = 0; h < 20; h++)
+				in |= qh->hits[h]->id->num == i;
+			if (!in)
+				assert_true(d >=
+					    qh->hits[19]->distance - 1e-3f);
+		}
+		sh_wire_free_response(rs);
+	}
+
 	check_filter(add(F(), MUST, c_kw("color", "red")), r_red, false);
 	check_filter(add(F(), MUST, c_int("stock", 3)), r_stock3, false);
 	check_filter(add(F(), MUST, c_bool("active", true)), r_active, false);
