@@ -10,81 +10,6 @@
 #include "log.h"
 #include "shoal_config.h"
 
-/* ---- Arena ----------------------------------------------------------------
- */
-
-struct arena_block {
-	struct arena_block *next;
-	size_t used, cap;
-	max_align_t data[];
-};
-
-#define ARENA_BLOCK (64u << 10)
-
-void *ar_alloc(struct arena *a, size_t size)
-{
-	size = (size + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
-	struct arena_block *b = a->blocks;
-	if (!b || b->cap - b->used < size) {
-		size_t cap = size > ARENA_BLOCK ? size : ARENA_BLOCK;
-		b = malloc(sizeof(*b) + cap);
-		if (!b) {
-			a->oom = true;
-			return NULL;
-		}
-		b->used = 0;
-		b->cap = cap;
-		b->next = a->blocks;
-		a->blocks = b;
-	}
-	void *p = (char *)b->data + b->used;
-	b->used += size;
-	memset(p, 0, size);
-	return p;
-}
-
-char *ar_strndup(struct arena *a, const char *s, size_t n)
-{
-	char *p = ar_alloc(a, n + 1);
-	if (p) {
-		memcpy(p, s, n);
-		p[n] = 0;
-	}
-	return p;
-}
-
-bool ar_own(struct arena *a, void *p)
-{
-	if (!p)
-		return true;
-	if (a->nowned == a->capowned) {
-		size_t cap = a->capowned ? 2 * a->capowned : 16;
-		void **o = realloc(a->owned, cap * sizeof(*o));
-		if (!o) {
-			free(p);
-			a->oom = true;
-			return false;
-		}
-		a->owned = o;
-		a->capowned = cap;
-	}
-	a->owned[a->nowned++] = p;
-	return true;
-}
-
-void ar_free(struct arena *a)
-{
-	while (a->blocks) {
-		struct arena_block *b = a->blocks;
-		a->blocks = b->next;
-		free(b);
-	}
-	for (size_t i = 0; i < a->nowned; i++)
-		free(a->owned[i]);
-	free(a->owned);
-	memset(a, 0, sizeof(*a));
-}
-
 /* ---- Slots ----------------------------------------------------------------
  */
 
@@ -161,9 +86,9 @@ bool node_owns_all(sh_node *n, uint64_t *epoch)
 	return all;
 }
 
-Shoal__V1__SlotSet *node_slot_set(sh_node *n, struct arena *a)
+Shoal__V1__SlotSet *node_slot_set(sh_node *n, sh_arena *a)
 {
-	Shoal__V1__SlotSet *s = ar_alloc(a, sizeof(*s));
+	Shoal__V1__SlotSet *s = sh_arena_alloc(a, sizeof(*s));
 	if (!s)
 		return NULL;
 	shoal__v1__slot_set__init(s);
@@ -177,7 +102,7 @@ Shoal__V1__SlotSet *node_slot_set(sh_node *n, struct arena *a)
 		if (on && !prev)
 			runs++;
 	}
-	s->ranges = runs ? ar_alloc(a, runs * sizeof(*s->ranges)) : NULL;
+	s->ranges = runs ? sh_arena_alloc(a, runs * sizeof(*s->ranges)) : NULL;
 	if (runs && !s->ranges) {
 		pthread_rwlock_unlock(&n->slock);
 		return NULL;
@@ -189,7 +114,7 @@ Shoal__V1__SlotSet *node_slot_set(sh_node *n, struct arena *a)
 		while (j + 1 < SH_SLOTS &&
 		       ((n->owned[(j + 1) / 64] >> ((j + 1) % 64)) & 1))
 			j++;
-		Shoal__V1__SlotRange *r = ar_alloc(a, sizeof(*r));
+		Shoal__V1__SlotRange *r = sh_arena_alloc(a, sizeof(*r));
 		if (!r) {
 			pthread_rwlock_unlock(&n->slock);
 			return NULL;
@@ -205,8 +130,7 @@ Shoal__V1__SlotSet *node_slot_set(sh_node *n, struct arena *a)
 }
 
 int op_set_slots(sh_node *n, const Shoal__V1__Request *rq,
-		 Shoal__V1__Response *rs, struct arena *a, char *err,
-		 size_t errlen)
+		 Shoal__V1__Response *rs, sh_arena *a, char *err, size_t errlen)
 {
 	const Shoal__V1__SetSlotsRequest *r = rq->set_slots;
 	if (r->map_epoch == 0)
@@ -258,7 +182,7 @@ int op_set_slots(sh_node *n, const Shoal__V1__Request *rq,
 	sh_info("node", "slot map epoch %llu: node %u owns %u slots",
 		(unsigned long long)r->map_epoch, r->node_id, nowned);
 
-	Shoal__V1__SetSlotsResult *res = ar_alloc(a, sizeof(*res));
+	Shoal__V1__SetSlotsResult *res = sh_arena_alloc(a, sizeof(*res));
 	if (!res)
 		return SH_ENOMEM;
 	shoal__v1__set_slots_result__init(res);
@@ -611,7 +535,7 @@ int sh_node_handle(sh_node *n, const uint8_t *buf, size_t len, uint8_t **out,
 	int op = NODE_OP_INVALID;
 	int rc = sh_wire_decode_request(buf, len, &n->o.limits, &rq, err,
 					sizeof(err));
-	struct arena a = {0};
+	sh_arena a = {0};
 	Shoal__V1__Response rs;
 	uint64_t rid = rq ? rq->request_id : sh_wire_peek_request_id(buf, len);
 	sh_wire_response_init(&rs, rid, epoch);
@@ -643,7 +567,7 @@ int sh_node_handle(sh_node *n, const uint8_t *buf, size_t len, uint8_t **out,
 			sh_debug("node", "%s: %s: %s", op_names[op],
 				 sh_errname(rc), err);
 	}
-	ar_free(&a);
+	sh_arena_free(&a);
 	sh_wire_free_request(rq);
 	observe(n, op, rc, sh_now_us() - t0);
 	if (enc == SH_OK)

@@ -7,26 +7,12 @@
 #include <stdatomic.h>
 #include <time.h>
 
+#include "arena.h"
 #include "error.h"
 #include "metrics.h"
 #include "node.h"
 #include "partition.h"
 #include "slots.h"
-
-/* ---- Arena: every object of one response, freed at once ------------------ */
-
-struct arena_block;
-struct arena {
-	struct arena_block *blocks;
-	void **owned; /* malloc'd pointers handed over with ar_own */
-	size_t nowned, capowned;
-	bool oom;
-};
-
-void *ar_alloc(struct arena *a, size_t size); /* zeroed; NULL: OOM */
-char *ar_strndup(struct arena *a, const char *s, size_t n); /* NUL added */
-bool ar_own(struct arena *a, void *p); /* frees p now on failure */
-void ar_free(struct arena *a);
 
 /* ---- The node ------------------------------------------------------------ */
 
@@ -91,37 +77,37 @@ bool node_owns_all(sh_node *n, uint64_t *epoch);
 /* Handlers: fill resp->result (objects from a) or return an error code
  * with a message in err. */
 typedef int (*node_op_fn)(sh_node *n, const Shoal__V1__Request *rq,
-			  Shoal__V1__Response *rs, struct arena *a, char *err,
+			  Shoal__V1__Response *rs, sh_arena *a, char *err,
 			  size_t errlen);
 
 int op_create_collection(sh_node *, const Shoal__V1__Request *,
-			 Shoal__V1__Response *, struct arena *, char *, size_t);
+			 Shoal__V1__Response *, sh_arena *, char *, size_t);
 int op_drop_collection(sh_node *, const Shoal__V1__Request *,
-		       Shoal__V1__Response *, struct arena *, char *, size_t);
+		       Shoal__V1__Response *, sh_arena *, char *, size_t);
 int op_list_collections(sh_node *, const Shoal__V1__Request *,
-			Shoal__V1__Response *, struct arena *, char *, size_t);
+			Shoal__V1__Response *, sh_arena *, char *, size_t);
 int op_upsert(sh_node *, const Shoal__V1__Request *, Shoal__V1__Response *,
-	      struct arena *, char *, size_t);
+	      sh_arena *, char *, size_t);
 int op_delete(sh_node *, const Shoal__V1__Request *, Shoal__V1__Response *,
-	      struct arena *, char *, size_t);
+	      sh_arena *, char *, size_t);
 int op_get(sh_node *, const Shoal__V1__Request *, Shoal__V1__Response *,
-	   struct arena *, char *, size_t);
+	   sh_arena *, char *, size_t);
 int op_search(sh_node *, const Shoal__V1__Request *, Shoal__V1__Response *,
-	      struct arena *, char *, size_t);
+	      sh_arena *, char *, size_t);
 int op_scroll(sh_node *, const Shoal__V1__Request *, Shoal__V1__Response *,
-	      struct arena *, char *, size_t);
+	      sh_arena *, char *, size_t);
 int op_count(sh_node *, const Shoal__V1__Request *, Shoal__V1__Response *,
-	     struct arena *, char *, size_t);
+	     sh_arena *, char *, size_t);
 int op_stats(sh_node *, const Shoal__V1__Request *, Shoal__V1__Response *,
-	     struct arena *, char *, size_t);
+	     sh_arena *, char *, size_t);
 int op_health(sh_node *, const Shoal__V1__Request *, Shoal__V1__Response *,
-	      struct arena *, char *, size_t);
+	      sh_arena *, char *, size_t);
 int op_set_slots(sh_node *, const Shoal__V1__Request *, Shoal__V1__Response *,
-		 struct arena *, char *, size_t);
+		 sh_arena *, char *, size_t);
 int op_stream_slot(sh_node *, const Shoal__V1__Request *, Shoal__V1__Response *,
-		   struct arena *, char *, size_t);
+		   sh_arena *, char *, size_t);
 
 /* The owned set as SlotRanges (for Stats and Search). */
-Shoal__V1__SlotSet *node_slot_set(sh_node *n, struct arena *a);
+Shoal__V1__SlotSet *node_slot_set(sh_node *n, sh_arena *a);
 
 #endif

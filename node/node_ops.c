@@ -23,10 +23,10 @@ static int lookup(sh_node *n, const char *name, struct coll_entry **e,
 	return SH_OK;
 }
 
-static Shoal__V1__PointId *pid_out(struct arena *a, const sh_pid *id)
+static Shoal__V1__PointId *pid_out(sh_arena *a, const sh_pid *id)
 {
-	Shoal__V1__PointId *o = ar_alloc(a, sizeof(*o));
-	char *buf = ar_alloc(a, SH_PID_MAX_STR + 1);
+	Shoal__V1__PointId *o = sh_arena_alloc(a, sizeof(*o));
+	char *buf = sh_arena_alloc(a, SH_PID_MAX_STR + 1);
 	if (!o || !buf)
 		return NULL;
 	sh_wire_pid_to_proto(id, o, buf);
@@ -45,22 +45,22 @@ static int check_slot(sh_node *n, const sh_pid *id, const char *what, size_t i,
 		       slot);
 }
 
-static Shoal__V1__WriteResult *write_result(struct arena *a, size_t n)
+static Shoal__V1__WriteResult *write_result(sh_arena *a, size_t n)
 {
-	Shoal__V1__WriteResult *w = ar_alloc(a, sizeof(*w));
+	Shoal__V1__WriteResult *w = sh_arena_alloc(a, sizeof(*w));
 	if (!w)
 		return NULL;
 	shoal__v1__write_result__init(w);
-	w->statuses = n ? ar_alloc(a, n * sizeof(*w->statuses)) : NULL;
+	w->statuses = n ? sh_arena_alloc(a, n * sizeof(*w->statuses)) : NULL;
 	if (n && !w->statuses)
 		return NULL;
 	return w;
 }
 
-static bool add_status(struct arena *a, Shoal__V1__WriteResult *w,
-		       const sh_pid *id, int code)
+static bool add_status(sh_arena *a, Shoal__V1__WriteResult *w, const sh_pid *id,
+		       int code)
 {
-	Shoal__V1__PointStatus *s = ar_alloc(a, sizeof(*s));
+	Shoal__V1__PointStatus *s = sh_arena_alloc(a, sizeof(*s));
 	if (!s || !(s->id = pid_out(a, id)))
 		return false;
 	Shoal__V1__PointId *keep = s->id;
@@ -90,14 +90,14 @@ static const char *const storage_json[] = {"f32", "int8"};
 static const char *const ptype_json[] = {"", "keyword", "integer", "float",
 					 "bool"};
 
-static Shoal__V1__CollectionConfig *config_out(struct arena *a,
+static Shoal__V1__CollectionConfig *config_out(sh_arena *a,
 					       const sh_store_coll *c)
 {
-	Shoal__V1__CollectionConfig *o = ar_alloc(a, sizeof(*o));
+	Shoal__V1__CollectionConfig *o = sh_arena_alloc(a, sizeof(*o));
 	if (!o)
 		return NULL;
 	shoal__v1__collection_config__init(o);
-	o->name = ar_strndup(a, c->name, strlen(c->name));
+	o->name = sh_arena_strndup(a, c->name, strlen(c->name));
 	o->dim = c->params.dim;
 	o->metric = c->params.metric == SH_METRIC_L2 ? SHOAL__V1__METRIC__L2
 		    : c->params.metric == SH_METRIC_IP
@@ -109,15 +109,16 @@ static Shoal__V1__CollectionConfig *config_out(struct arena *a,
 	o->storage = c->params.storage == SH_STORAGE_INT8
 			 ? SHOAL__V1__STORAGE__INT8
 			 : SHOAL__V1__STORAGE__F32;
-	o->indexes =
-	    c->nindexes ? ar_alloc(a, c->nindexes * sizeof(void *)) : NULL;
+	o->indexes = c->nindexes
+			 ? sh_arena_alloc(a, c->nindexes * sizeof(void *))
+			 : NULL;
 	for (uint32_t i = 0; o->indexes && i < c->nindexes; i++) {
-		Shoal__V1__PayloadIndex *pi = ar_alloc(a, sizeof(*pi));
+		Shoal__V1__PayloadIndex *pi = sh_arena_alloc(a, sizeof(*pi));
 		if (!pi)
 			return NULL;
 		shoal__v1__payload_index__init(pi);
-		pi->field = ar_strndup(a, c->indexes[i].field,
-				       strlen(c->indexes[i].field));
+		pi->field = sh_arena_strndup(a, c->indexes[i].field,
+					     strlen(c->indexes[i].field));
 		switch (c->indexes[i].type) {
 		case SH_PAYLOAD_KEYWORD:
 			pi->type = SHOAL__V1__PAYLOAD_TYPE__KEYWORD;
@@ -140,7 +141,7 @@ static Shoal__V1__CollectionConfig *config_out(struct arena *a,
 /* ---- Collections --------------------------------------------------------- */
 
 int op_create_collection(sh_node *n, const Shoal__V1__Request *rq,
-			 Shoal__V1__Response *rs, struct arena *a, char *err,
+			 Shoal__V1__Response *rs, sh_arena *a, char *err,
 			 size_t errlen)
 {
 	const Shoal__V1__CollectionConfig *c = rq->create_collection->config;
@@ -203,7 +204,8 @@ int op_create_collection(sh_node *n, const Shoal__V1__Request *rq,
 	cJSON_free(json);
 	if (rc)
 		return rc;
-	Shoal__V1__CreateCollectionResult *res = ar_alloc(a, sizeof(*res));
+	Shoal__V1__CreateCollectionResult *res =
+	    sh_arena_alloc(a, sizeof(*res));
 	if (!res)
 		return SH_ENOMEM;
 	shoal__v1__create_collection_result__init(res);
@@ -213,13 +215,13 @@ int op_create_collection(sh_node *n, const Shoal__V1__Request *rq,
 }
 
 int op_drop_collection(sh_node *n, const Shoal__V1__Request *rq,
-		       Shoal__V1__Response *rs, struct arena *a, char *err,
+		       Shoal__V1__Response *rs, sh_arena *a, char *err,
 		       size_t errlen)
 {
 	int rc = node_table_drop(n, rq->drop_collection->name, err, errlen);
 	if (rc)
 		return rc;
-	Shoal__V1__DropCollectionResult *res = ar_alloc(a, sizeof(*res));
+	Shoal__V1__DropCollectionResult *res = sh_arena_alloc(a, sizeof(*res));
 	if (!res)
 		return SH_ENOMEM;
 	shoal__v1__drop_collection_result__init(res);
@@ -256,7 +258,7 @@ static int each_collection(sh_node *n, const char *only, each_fn fn, void *ctx,
 }
 
 struct list_ctx {
-	struct arena *a;
+	sh_arena *a;
 	Shoal__V1__CollectionInfo **out;
 	size_t n, cap;
 };
@@ -267,7 +269,7 @@ static int list_one(sh_node *n, struct coll_entry *e, void *ctx)
 	if (lc->n == lc->cap) {
 		size_t cap = lc->cap ? 2 * lc->cap : 16;
 		Shoal__V1__CollectionInfo **t =
-		    ar_alloc(lc->a, cap * sizeof(*t));
+		    sh_arena_alloc(lc->a, cap * sizeof(*t));
 		if (!t)
 			return SH_ENOMEM;
 		if (lc->n)
@@ -275,7 +277,7 @@ static int list_one(sh_node *n, struct coll_entry *e, void *ctx)
 		lc->out = t;
 		lc->cap = cap;
 	}
-	Shoal__V1__CollectionInfo *ci = ar_alloc(lc->a, sizeof(*ci));
+	Shoal__V1__CollectionInfo *ci = sh_arena_alloc(lc->a, sizeof(*ci));
 	if (!ci)
 		return SH_ENOMEM;
 	shoal__v1__collection_info__init(ci);
@@ -290,14 +292,14 @@ static int list_one(sh_node *n, struct coll_entry *e, void *ctx)
 }
 
 int op_list_collections(sh_node *n, const Shoal__V1__Request *rq,
-			Shoal__V1__Response *rs, struct arena *a, char *err,
+			Shoal__V1__Response *rs, sh_arena *a, char *err,
 			size_t errlen)
 {
 	struct list_ctx lc = {.a = a};
 	int rc = each_collection(n, NULL, list_one, &lc, err, errlen);
 	if (rc)
 		return rc;
-	Shoal__V1__ListCollectionsResult *res = ar_alloc(a, sizeof(*res));
+	Shoal__V1__ListCollectionsResult *res = sh_arena_alloc(a, sizeof(*res));
 	if (!res)
 		return SH_ENOMEM;
 	shoal__v1__list_collections_result__init(res);
@@ -311,7 +313,7 @@ int op_list_collections(sh_node *n, const Shoal__V1__Request *rq,
 /* ---- Writes -------------------------------------------------------------- */
 
 int op_upsert(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
-	      struct arena *a, char *err, size_t errlen)
+	      sh_arena *a, char *err, size_t errlen)
 {
 	const Shoal__V1__UpsertRequest *r = rq->upsert;
 	struct coll_entry *e;
@@ -320,8 +322,9 @@ int op_upsert(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 		return rc;
 	size_t np = r->n_points;
 	uint32_t dim = sh_partition_coll(e->p)->params.dim;
-	sh_partition_point *pts = ar_alloc(a, (np ? np : 1) * sizeof(*pts));
-	int *st = ar_alloc(a, (np ? np : 1) * sizeof(*st));
+	sh_partition_point *pts =
+	    sh_arena_alloc(a, (np ? np : 1) * sizeof(*pts));
+	int *st = sh_arena_alloc(a, (np ? np : 1) * sizeof(*st));
 	if (!pts || !st) {
 		coll_put(e);
 		return SH_ENOMEM;
@@ -398,7 +401,7 @@ static int collect_id(void *ctx, const sh_pid *id, uint64_t version,
 }
 
 int op_delete(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
-	      struct arena *a, char *err, size_t errlen)
+	      sh_arena *a, char *err, size_t errlen)
 {
 	const Shoal__V1__DeleteRequest *r = rq->delete_;
 	struct coll_entry *e;
@@ -456,7 +459,7 @@ int op_delete(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 	}
 	if (rc)
 		goto out;
-	int *st = ar_alloc(a, (nid ? nid : 1) * sizeof(*st));
+	int *st = sh_arena_alloc(a, (nid ? nid : 1) * sizeof(*st));
 	Shoal__V1__WriteResult *w = write_result(a, nid);
 	if (!st || !w) {
 		rc = SH_ENOMEM;
@@ -492,17 +495,17 @@ out:
 /* ---- Reads --------------------------------------------------------------- */
 
 /* A Point from a record; the record's buffers are handed to the arena. */
-static Shoal__V1__Point *point_out(struct arena *a, const sh_pid *id,
+static Shoal__V1__Point *point_out(sh_arena *a, const sh_pid *id,
 				   sh_partition_record *r, uint32_t dim,
 				   bool with_payload, bool with_vector)
 {
-	Shoal__V1__Point *p = ar_alloc(a, sizeof(*p));
+	Shoal__V1__Point *p = sh_arena_alloc(a, sizeof(*p));
 	Shoal__V1__PointId *pid = pid_out(a, id);
 	char *payload = r->payload;
 	float *vec = r->vector;
 	r->payload = NULL;
 	r->vector = NULL;
-	bool ok = ar_own(a, payload) & ar_own(a, vec);
+	bool ok = sh_arena_own(a, payload) & sh_arena_own(a, vec);
 	if (!p || !pid || !ok)
 		return NULL;
 	shoal__v1__point__init(p);
@@ -518,7 +521,7 @@ static Shoal__V1__Point *point_out(struct arena *a, const sh_pid *id,
 }
 
 int op_get(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
-	   struct arena *a, char *err, size_t errlen)
+	   sh_arena *a, char *err, size_t errlen)
 {
 	const Shoal__V1__GetRequest *r = rq->get;
 	struct coll_entry *e;
@@ -526,13 +529,14 @@ int op_get(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 	if (rc)
 		return rc;
 	uint32_t dim = sh_partition_coll(e->p)->params.dim;
-	Shoal__V1__GetResult *res = ar_alloc(a, sizeof(*res));
+	Shoal__V1__GetResult *res = sh_arena_alloc(a, sizeof(*res));
 	if (!res) {
 		coll_put(e);
 		return SH_ENOMEM;
 	}
 	shoal__v1__get_result__init(res);
-	res->points = r->n_ids ? ar_alloc(a, r->n_ids * sizeof(void *)) : NULL;
+	res->points =
+	    r->n_ids ? sh_arena_alloc(a, r->n_ids * sizeof(void *)) : NULL;
 	for (size_t i = 0; i < r->n_ids && !rc; i++) {
 		sh_pid id;
 		if (sh_wire_pid_from_proto(r->ids[i], &id) != SH_OK) {
@@ -592,7 +596,7 @@ static Shoal__V1__Plan plan_out(sh_hnsw_plan p)
 }
 
 int op_search(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
-	      struct arena *a, char *err, size_t errlen)
+	      sh_arena *a, char *err, size_t errlen)
 {
 	const Shoal__V1__SearchRequest *r = rq->search;
 	struct coll_entry *e;
@@ -602,7 +606,7 @@ int op_search(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 	const sh_store_coll *c = sh_partition_coll(e->p);
 	sh_filter *f = NULL;
 	sh_partition_hit *hits = NULL;
-	Shoal__V1__SearchResult *res = ar_alloc(a, sizeof(*res));
+	Shoal__V1__SearchResult *res = sh_arena_alloc(a, sizeof(*res));
 	size_t nq = r->n_queries;
 	size_t k = r->k ? r->k : 10;
 	if (!res) {
@@ -623,7 +627,7 @@ int op_search(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 		goto out;
 	bool all_owned = node_owns_all(n, NULL);
 	hits = malloc(k * sizeof(*hits));
-	res->results = nq ? ar_alloc(a, nq * sizeof(void *)) : NULL;
+	res->results = nq ? sh_arena_alloc(a, nq * sizeof(void *)) : NULL;
 	if (!hits || (nq && !res->results)) {
 		rc = SH_ENOMEM;
 		goto out;
@@ -652,8 +656,8 @@ int op_search(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 				sh_strerror(rc));
 			break;
 		}
-		Shoal__V1__QueryHits *qh = ar_alloc(a, sizeof(*qh));
-		Shoal__V1__SearchStats *ss = ar_alloc(a, sizeof(*ss));
+		Shoal__V1__QueryHits *qh = sh_arena_alloc(a, sizeof(*qh));
+		Shoal__V1__SearchStats *ss = sh_arena_alloc(a, sizeof(*ss));
 		if (!qh || !ss) {
 			sh_partition_hits_clear(hits, nh);
 			rc = SH_ENOMEM;
@@ -669,19 +673,19 @@ int op_search(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 		ss->distances = st.ndist;
 		ss->unindexed_filter = st.residual;
 		qh->stats = ss;
-		qh->hits = nh ? ar_alloc(a, nh * sizeof(void *)) : NULL;
+		qh->hits = nh ? sh_arena_alloc(a, nh * sizeof(void *)) : NULL;
 		for (size_t i = 0; i < nh; i++) {
 			bool keep =
 			    all_owned || node_owns(n, sh_slot_of(&hits[i].id));
 			char *payload = hits[i].payload;
 			hits[i].payload = NULL;
-			if (!ar_own(a, payload) || !qh->hits) {
+			if (!sh_arena_own(a, payload) || !qh->hits) {
 				rc = SH_ENOMEM;
 				continue;
 			}
 			if (!keep || rc)
 				continue;
-			Shoal__V1__Hit *h = ar_alloc(a, sizeof(*h));
+			Shoal__V1__Hit *h = sh_arena_alloc(a, sizeof(*h));
 			Shoal__V1__PointId *pid = pid_out(a, &hits[i].id);
 			if (!h || !pid) {
 				rc = SH_ENOMEM;
@@ -702,7 +706,7 @@ int op_search(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 					h->n_vector = c->params.dim;
 					h->version = rec.version;
 					rec.vector = NULL;
-					if (!ar_own(a, h->vector))
+					if (!sh_arena_own(a, h->vector))
 						rc = SH_ENOMEM;
 				}
 				sh_partition_record_clear(&rec);
@@ -785,7 +789,7 @@ static int cursor_decode(const uint8_t *b, size_t len, sh_partition_cursor *c,
 struct page_ctx {
 	sh_node *n;
 	struct coll_entry *e;
-	struct arena *a;
+	sh_arena *a;
 	bool all_owned, with_payload, with_vector;
 	Shoal__V1__Point **pts;
 	size_t npts;
@@ -835,7 +839,7 @@ static int page_point(void *ctx, const sh_pid *id, uint64_t version,
 }
 
 int op_scroll(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
-	      struct arena *a, char *err, size_t errlen)
+	      sh_arena *a, char *err, size_t errlen)
 {
 	const Shoal__V1__ScrollRequest *r = rq->scroll;
 	sh_partition_cursor cur;
@@ -848,7 +852,7 @@ int op_scroll(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 		return rc;
 	size_t limit = r->limit ? r->limit : 100;
 	sh_filter *f = NULL;
-	Shoal__V1__ScrollResult *res = ar_alloc(a, sizeof(*res));
+	Shoal__V1__ScrollResult *res = sh_arena_alloc(a, sizeof(*res));
 	struct page_ctx pc = {
 	    .n = n,
 	    .e = e,
@@ -856,7 +860,7 @@ int op_scroll(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 	    .all_owned = node_owns_all(n, NULL),
 	    .with_payload = r->with_payload,
 	    .with_vector = r->with_vector,
-	    .pts = ar_alloc(a, limit * sizeof(void *)),
+	    .pts = sh_arena_alloc(a, limit * sizeof(void *)),
 	};
 	if (!res || !pc.pts) {
 		rc = SH_ENOMEM;
@@ -874,7 +878,7 @@ int op_scroll(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 	res->points = pc.pts;
 	res->n_points = pc.npts;
 	if (!cur.done) {
-		uint8_t *b = ar_alloc(a, CURSOR_MAX);
+		uint8_t *b = sh_arena_alloc(a, CURSOR_MAX);
 		if (!b) {
 			rc = SH_ENOMEM;
 			goto out;
@@ -891,7 +895,7 @@ out:
 }
 
 int op_count(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
-	     struct arena *a, char *err, size_t errlen)
+	     sh_arena *a, char *err, size_t errlen)
 {
 	const Shoal__V1__CountRequest *r = rq->count;
 	struct coll_entry *e;
@@ -919,7 +923,7 @@ int op_count(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 			sh_strerror(rc));
 		goto out;
 	}
-	Shoal__V1__CountResult *res = ar_alloc(a, sizeof(*res));
+	Shoal__V1__CountResult *res = sh_arena_alloc(a, sizeof(*res));
 	if (!res) {
 		rc = SH_ENOMEM;
 		goto out;
@@ -938,7 +942,7 @@ out:
 /* ---- Node ---------------------------------------------------------------- */
 
 struct stats_ctx {
-	struct arena *a;
+	sh_arena *a;
 	Shoal__V1__CollectionStats **out;
 	size_t n, cap;
 };
@@ -949,7 +953,7 @@ static int stats_one(sh_node *n, struct coll_entry *e, void *ctx)
 	if (sc->n == sc->cap) {
 		size_t cap = sc->cap ? 2 * sc->cap : 16;
 		Shoal__V1__CollectionStats **t =
-		    ar_alloc(sc->a, cap * sizeof(*t));
+		    sh_arena_alloc(sc->a, cap * sizeof(*t));
 		if (!t)
 			return SH_ENOMEM;
 		if (sc->n)
@@ -957,7 +961,7 @@ static int stats_one(sh_node *n, struct coll_entry *e, void *ctx)
 		sc->out = t;
 		sc->cap = cap;
 	}
-	Shoal__V1__CollectionStats *cs = ar_alloc(sc->a, sizeof(*cs));
+	Shoal__V1__CollectionStats *cs = sh_arena_alloc(sc->a, sizeof(*cs));
 	Shoal__V1__CollectionConfig *cfg =
 	    config_out(sc->a, sh_partition_coll(e->p));
 	if (!cs || !cfg)
@@ -978,14 +982,14 @@ static int stats_one(sh_node *n, struct coll_entry *e, void *ctx)
 }
 
 int op_stats(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
-	     struct arena *a, char *err, size_t errlen)
+	     sh_arena *a, char *err, size_t errlen)
 {
 	struct stats_ctx sc = {.a = a};
 	int rc = each_collection(n, rq->stats->collection, stats_one, &sc, err,
 				 errlen);
 	if (rc)
 		return rc;
-	Shoal__V1__StatsResult *res = ar_alloc(a, sizeof(*res));
+	Shoal__V1__StatsResult *res = sh_arena_alloc(a, sizeof(*res));
 	if (!res)
 		return SH_ENOMEM;
 	shoal__v1__stats_result__init(res);
@@ -1004,9 +1008,9 @@ int op_stats(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 }
 
 int op_health(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
-	      struct arena *a, char *err, size_t errlen)
+	      sh_arena *a, char *err, size_t errlen)
 {
-	Shoal__V1__HealthResult *res = ar_alloc(a, sizeof(*res));
+	Shoal__V1__HealthResult *res = sh_arena_alloc(a, sizeof(*res));
 	if (!res)
 		return SH_ENOMEM;
 	shoal__v1__health_result__init(res);
@@ -1077,7 +1081,7 @@ static int stream_point(void *ctx, uint16_t slot, const sh_pid *pid,
 }
 
 int op_stream_slot(sh_node *n, const Shoal__V1__Request *rq,
-		   Shoal__V1__Response *rs, struct arena *a, char *err,
+		   Shoal__V1__Response *rs, sh_arena *a, char *err,
 		   size_t errlen)
 {
 	const Shoal__V1__StreamSlotRequest *r = rq->stream_slot;
@@ -1100,7 +1104,7 @@ int op_stream_slot(sh_node *n, const Shoal__V1__Request *rq,
 	size_t max = r->max_points ? r->max_points : 256;
 	struct stream_ctx sc = {.after = &after, .max = max};
 	sc.items = malloc((max + 1) * sizeof(*sc.items));
-	Shoal__V1__StreamSlotResult *res = ar_alloc(a, sizeof(*res));
+	Shoal__V1__StreamSlotResult *res = sh_arena_alloc(a, sizeof(*res));
 	if (!sc.items || !res) {
 		rc = SH_ENOMEM;
 		goto out;
@@ -1117,8 +1121,9 @@ int op_stream_slot(sh_node *n, const Shoal__V1__Request *rq,
 	}
 	bool more = sc.n > max;
 	size_t take = more ? max : sc.n;
-	res->points = take ? ar_alloc(a, take * sizeof(void *)) : NULL;
-	res->tombstones = take ? ar_alloc(a, take * sizeof(void *)) : NULL;
+	res->points = take ? sh_arena_alloc(a, take * sizeof(void *)) : NULL;
+	res->tombstones =
+	    take ? sh_arena_alloc(a, take * sizeof(void *)) : NULL;
 	if (take && (!res->points || !res->tombstones)) {
 		rc = SH_ENOMEM;
 		goto out;
@@ -1156,7 +1161,7 @@ int op_stream_slot(sh_node *n, const Shoal__V1__Request *rq,
 				     sh_store_last_error());
 			break;
 		}
-		Shoal__V1__PointRef *ref = ar_alloc(a, sizeof(*ref));
+		Shoal__V1__PointRef *ref = sh_arena_alloc(a, sizeof(*ref));
 		Shoal__V1__PointId *pid = pid_out(a, &it->id);
 		uint64_t ver = sp.version;
 		sh_store_point_clear(&sp);
@@ -1176,7 +1181,7 @@ int op_stream_slot(sh_node *n, const Shoal__V1__Request *rq,
 		sh_partition_cursor next = {.started = true,
 					    .slot = (uint16_t)r->slot,
 					    .id = sc.items[take - 1].id};
-		uint8_t *b = ar_alloc(a, CURSOR_MAX);
+		uint8_t *b = sh_arena_alloc(a, CURSOR_MAX);
 		if (!b) {
 			rc = SH_ENOMEM;
 			goto out;

@@ -1,0 +1,36 @@
+/*
+ * An arena for the objects of one response: a server builds a protobuf
+ * response out of many small objects, encodes it, and frees them all at
+ * once. Buffers malloc'd elsewhere (payloads read from the store) can be
+ * handed over with sh_arena_own. One thread at a time.
+ */
+#ifndef SH_ARENA_H
+#define SH_ARENA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct sh_arena_block;
+
+typedef struct sh_arena {
+	struct sh_arena_block *blocks;
+	void **owned; /* malloc'd pointers handed over with sh_arena_own */
+	size_t nowned, capowned;
+	bool oom; /* an allocation failed: the response is incomplete */
+} sh_arena;
+
+/* Zeroed memory, aligned for any type; NULL (and a->oom) when out of
+ * memory. Zero-initialised sh_arena storage is an empty arena. */
+void *sh_arena_alloc(sh_arena *a, size_t size);
+
+/* A NUL-terminated copy of s[0..n). */
+char *sh_arena_strndup(sh_arena *a, const char *s, size_t n);
+
+/* p (malloc'd, may be NULL) is freed with the arena. On failure p is freed
+ * at once and false returned. */
+bool sh_arena_own(sh_arena *a, void *p);
+
+/* Frees everything; the arena is empty and reusable. */
+void sh_arena_free(sh_arena *a);
+
+#endif
