@@ -44,23 +44,30 @@ char *sh_arena_strndup(sh_arena *a, const char *s, size_t n)
 	return p;
 }
 
-bool sh_arena_own(sh_arena *a, void *p)
+bool sh_arena_defer(sh_arena *a, void (*fn)(void *), void *p)
 {
 	if (!p)
 		return true;
 	if (a->nowned == a->capowned) {
 		size_t cap = a->capowned ? 2 * a->capowned : 16;
-		void **o = realloc(a->owned, cap * sizeof(*o));
+		struct sh_arena_owned *o = realloc(a->owned, cap * sizeof(*o));
 		if (!o) {
-			free(p);
+			fn(p);
 			a->oom = true;
 			return false;
 		}
 		a->owned = o;
 		a->capowned = cap;
 	}
-	a->owned[a->nowned++] = p;
+	a->owned[a->nowned].fn = fn;
+	a->owned[a->nowned].p = p;
+	a->nowned++;
 	return true;
+}
+
+bool sh_arena_own(sh_arena *a, void *p)
+{
+	return sh_arena_defer(a, free, p);
 }
 
 void sh_arena_free(sh_arena *a)
@@ -71,7 +78,7 @@ void sh_arena_free(sh_arena *a)
 		free(b);
 	}
 	for (size_t i = 0; i < a->nowned; i++)
-		free(a->owned[i]);
+		a->owned[i].fn(a->owned[i].p);
 	free(a->owned);
 	memset(a, 0, sizeof(*a));
 }

@@ -12,9 +12,14 @@
 
 struct sh_arena_block;
 
+struct sh_arena_owned {
+	void (*fn)(void *);
+	void *p;
+};
+
 typedef struct sh_arena {
 	struct sh_arena_block *blocks;
-	void **owned; /* malloc'd pointers handed over with sh_arena_own */
+	struct sh_arena_owned *owned; /* freed with the arena, in order */
 	size_t nowned, capowned;
 	bool oom; /* an allocation failed: the response is incomplete */
 } sh_arena;
@@ -29,6 +34,11 @@ char *sh_arena_strndup(sh_arena *a, const char *s, size_t n);
 /* p (malloc'd, may be NULL) is freed with the arena. On failure p is freed
  * at once and false returned. */
 bool sh_arena_own(sh_arena *a, void *p);
+
+/* fn(p) runs when the arena is freed (e.g. a decoded message whose
+ * objects the response points into). On failure fn(p) runs at once and
+ * false is returned. */
+bool sh_arena_defer(sh_arena *a, void (*fn)(void *), void *p);
 
 /* Frees everything; the arena is empty and reusable. */
 void sh_arena_free(sh_arena *a);

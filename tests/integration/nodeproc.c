@@ -77,9 +77,15 @@ static int read_ready(nodeproc *p)
 
 int np_start(nodeproc *p, const char *data_dir, const char *const *extra)
 {
-	const char *bin = getenv("SHOAL_NODE_BIN");
+	return np_start_bin(p, "SHOAL_NODE_BIN", data_dir, extra);
+}
+
+int np_start_bin(nodeproc *p, const char *bin_env, const char *data_dir,
+		 const char *const *extra)
+{
+	const char *bin = getenv(bin_env);
 	if (!bin)
-		fail_msg("SHOAL_NODE_BIN is not set");
+		fail_msg("%s is not set", bin_env);
 	memset(p, 0, sizeof(*p));
 	snprintf(p->data_dir, sizeof(p->data_dir), "%s", data_dir);
 	snprintf(p->ready, sizeof(p->ready), "%s.ready", data_dir);

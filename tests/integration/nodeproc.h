@@ -31,6 +31,11 @@ void np_rmrf(const char *dir);
  * serves. Returns 0, or -1 (the process is then stopped). */
 int np_start(nodeproc *p, const char *data_dir, const char *const *extra);
 
+/* The same for another shoal binary (e.g. shoal-router from
+ * $SHOAL_ROUTER_BIN): bin_env names the variable holding its path. */
+int np_start_bin(nodeproc *p, const char *bin_env, const char *data_dir,
+		 const char *const *extra);
+
 /* Sends sig and waits up to 20 s (then SIGKILL). Returns the exit status as
  * waitpid reports it, or -1. Safe to call twice. */
 int np_stop(nodeproc *p, int sig);

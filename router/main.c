@@ -1,0 +1,218 @@
+/* shoal-router: the front door of a shoal cluster. Flags and config file
+ * (common/serve/flags), the libuv loop (signals), the router core
+ * (router.h) and the shared server (common/serve/server.h). */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "error.h"
+#include "flags.h"
+#include "log.h"
+#include "router.h"
+#include "server.h"
+#include "shoal_config.h"
+
+struct app {
+	uv_loop_t *loop;
+	uv_signal_t sigint, sigterm;
+	bool stopping;
+	sh_router *router;
+	sh_server *server;
+	int drain_ms;
+};
+
+static int r_handle(void *ctx, const uint8_t *req, size_t len, uint8_t **out,
+		    size_t *outlen)
+{
+	return sh_router_handle(ctx, req, len, out, outlen);
+}
+
+static void r_metrics(void *ctx, FILE *f)
+{
+	sh_router_metrics(ctx, f);
+}
+
+static int r_health(void *ctx)
+{
+	return sh_router_get_state(ctx);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	struct app *a = h->data;
+	if (a->stopping)
+		return;
+	a->stopping = true;
+	sh_info("router", "%s: shutting down", strsignal(signum));
+	sh_router_set_state(a->router, 2);
+	sh_server_stop(a->server, a->drain_ms);
+	a->server = NULL;
+	uv_close((uv_handle_t *)&a->sigint, NULL);
+	uv_close((uv_handle_t *)&a->sigterm, NULL);
+}
+
+static int write_ready(const char *path, const sh_server *s)
+{
+	char tmp[4096];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	FILE *f = fopen(tmp, "w");
+	if (!f)
+		return -1;
+	fprintf(f, "listen=%s\nmetrics=%s\npid=%ld\n", sh_server_listen_url(s),
+		sh_server_metrics_url(s), (long)getpid());
+	if (fclose(f) != 0)
+		return -1;
+	return rename(tmp, path);
+}
+
+/* Splits a comma-separated list in place. */
+static size_t split_list(char *s, const char **out, size_t cap)
+{
+	size_t n = 0;
+	for (char *tok = strtok(s, ","); tok && n < cap;
+	     tok = strtok(NULL, ","))
+		if (*tok)
+			out[n++] = tok;
+	return n;
+}
+
+int main(int argc, char **argv)
+{
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	const char *listen = "tcp://127.0.0.1:7000",
+		   *metrics = "127.0.0.1:9000";
+	const char *data_dir = "./shoal-router", *nodes = "", *config = NULL;
+	const char *log_level = "info", *ready_file = NULL;
+	int64_t threads = 4 * (ncpu > 1 ? ncpu : 1), read_ms = 1000,
+		write_ms = 30000, drain_ms = 5000;
+	uint64_t max_message = 64u << 20;
+	sh_flag flags[] = {
+	    {"listen", SH_FLAG_STR, &listen,
+	     "nng URL clients connect to (port 0: any free port)", NULL, 0, 0},
+	    {"data-dir", SH_FLAG_STR, &data_dir,
+	     "directory of the cluster map (cluster.json)", NULL, 0, 0},
+	    {"nodes", SH_FLAG_STR, &nodes,
+	     "comma-separated node URLs: the first map, when data-dir has "
+	     "none (slots split evenly)",
+	     NULL, 0, 0},
+	    {"metrics", SH_FLAG_STR, &metrics,
+	     "IPV4:PORT of the HTTP listener for /metrics and /healthz (\"\" "
+	     "for none)",
+	     NULL, 0, 0},
+	    {"threads", SH_FLAG_INT, &threads,
+	     "worker threads (each waits for nodes while a request is in "
+	     "flight)",
+	     NULL, 1, 4096},
+	    {"read-timeout-ms", SH_FLAG_INT, &read_ms,
+	     "default deadline of a node call for searches and reads (a "
+	     "request's timeout_ms overrides it)",
+	     NULL, 1, 3600000},
+	    {"write-timeout-ms", SH_FLAG_INT, &write_ms,
+	     "default deadline of a node call for writes", NULL, 1, 3600000},
+	    {"max-message", SH_FLAG_SIZE, &max_message,
+	     "largest request accepted (bigger: ETOOBIG)", NULL, 4096,
+	     (int64_t)1 << 31},
+	    {"drain-ms", SH_FLAG_INT, &drain_ms,
+	     "on SIGTERM/SIGINT, how long requests in flight may take", NULL, 0,
+	     600000},
+	    {"ready-file", SH_FLAG_STR, &ready_file,
+	     "once serving, write listen=URL, metrics=URL and pid=N here", NULL,
+	     0, 0},
+	    {"log-level", SH_FLAG_STR, &log_level, "debug|info|warn|error",
+	     NULL, 0, 0},
+	    {"config", SH_FLAG_STR, &config,
+	     "file of `name = value` lines, read before the command line", NULL,
+	     0, 0},
+	};
+	size_t nflags = sizeof(flags) / sizeof(flags[0]);
+	char err[512];
+	sh_flags *fs = NULL;
+	bool help = false;
+	int first = 0;
+	if (sh_flags_parse(flags, nflags, argc, argv, "config", &fs, &first,
+			   &help, err, sizeof(err)) != SH_OK) {
+		fprintf(stderr, "shoal-router: %s (see --help)\n", err);
+		return 2;
+	}
+	if (help) {
+		sh_flags_usage(stdout, "shoal-router [FLAGS]",
+			       "The router of shoal " SHOAL_VERSION
+			       ": routes writes by slot, fans searches out to "
+			       "every node and merges them.",
+			       flags, nflags);
+		sh_flags_free(fs);
+		return 0;
+	}
+	sh_log_level lvl;
+	if (first < argc || sh_log_level_parse(log_level, &lvl) != SH_OK) {
+		fprintf(stderr, "shoal-router: unexpected argument or bad "
+				"--log-level (see --help)\n");
+		sh_flags_free(fs);
+		return 2;
+	}
+	sh_log_set_level(lvl);
+	signal(SIGPIPE, SIG_IGN);
+
+	char *nodes_copy = strdup(nodes);
+	const char *addrs[256];
+	sh_router_opts ro;
+	sh_router_opts_default(&ro);
+	ro.data_dir = data_dir;
+	ro.bootstrap = addrs;
+	ro.nbootstrap = nodes_copy ? split_list(nodes_copy, addrs, 256) : 0;
+	ro.read_timeout_ms = (int)read_ms;
+	ro.write_timeout_ms = (int)write_ms;
+	ro.limits.max_message_bytes = max_message;
+	struct app a = {.drain_ms = (int)drain_ms};
+	int rc = sh_router_open(&ro, &a.router, err, sizeof(err));
+	free(nodes_copy);
+	if (rc) {
+		sh_error("router", "%s", err);
+		sh_flags_free(fs);
+		return 1;
+	}
+	sh_server_handler h = {
+	    .ctx = a.router,
+	    .handle = r_handle,
+	    .inline_op = NULL, /* fan-out waits on nng: never on its threads */
+	    .metrics = r_metrics,
+	    .health = r_health,
+	};
+	sh_server_opts so = {
+	    .listen = listen,
+	    .metrics = metrics,
+	    .threads = (int)threads,
+	    .max_message = max_message,
+	};
+	rc = sh_server_start(&h, &so, &a.server, err, sizeof(err));
+	if (rc) {
+		sh_error("router", "%s", err);
+		sh_router_close(a.router);
+		sh_flags_free(fs);
+		return 1;
+	}
+	sh_router_set_state(a.router, 1);
+	sh_info("router", "serving on %s; metrics on %s",
+		sh_server_listen_url(a.server),
+		*sh_server_metrics_url(a.server)
+		    ? sh_server_metrics_url(a.server)
+		    : "(none)");
+	if (ready_file && write_ready(ready_file, a.server) != 0)
+		sh_warn("router", "cannot write --ready-file %s", ready_file);
+
+	a.loop = uv_default_loop();
+	uv_signal_init(a.loop, &a.sigint);
+	uv_signal_init(a.loop, &a.sigterm);
+	a.sigint.data = a.sigterm.data = &a;
+	uv_signal_start(&a.sigint, on_signal, SIGINT);
+	uv_signal_start(&a.sigterm, on_signal, SIGTERM);
+	uv_run(a.loop, UV_RUN_DEFAULT);
+	sh_router_close(a.router);
+	uv_loop_close(a.loop);
+	sh_info("router", "stopped");
+	sh_flags_free(fs);
+	return 0;
+}

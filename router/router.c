@@ -1,0 +1,730 @@
+/* shoal-router's core: the map, the node connections, fan-out, dispatch,
+ * cluster administration and metrics. See router.h; the data operations
+ * are in router_ops.c. */
+#include "router_impl.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "log.h"
+#include "shoal_config.h"
+
+void sh_router_opts_default(sh_router_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->read_timeout_ms = 1000;
+	o->write_timeout_ms = 30000;
+	sh_wire_limits_default(&o->limits);
+}
+
+const char *router_node_name(sh_router *r, int idx, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "node %u (%s)", r->nodes[idx].id,
+		 r->nodes[idx].address);
+	return buf;
+}
+
+/* ---- Nodes ----------------------------------------------------------------
+ */
+
+/* Adds a connection for every map node the router does not know yet. The
+ * caller holds the write lock. */
+static int connect_nodes_locked(sh_router *r, char *err, size_t errlen)
+{
+	for (uint32_t i = 0; i < r->map->nnodes; i++) {
+		const sh_map_node *mn = &r->map->nodes[i];
+		bool known = false;
+		for (uint32_t j = 0; j < r->nnodes && !known; j++)
+			known = r->nodes[j].id == mn->id;
+		if (known)
+			continue;
+		struct rnode *n = &r->nodes[r->nnodes];
+		memset(n, 0, sizeof(*n));
+		n->id = mn->id;
+		snprintf(n->address, sizeof(n->address), "%s", mn->address);
+		int rc = sh_rpc_dial(mn->address, r->o.read_timeout_ms,
+				     r->o.limits.max_message_bytes, &n->rpc,
+				     err, errlen);
+		if (rc)
+			return rc;
+		r->nnodes++;
+	}
+	return SH_OK;
+}
+
+size_t router_all_nodes(sh_router *r, int *idx)
+{
+	pthread_rwlock_rdlock(&r->lock);
+	size_t n = 0;
+	for (uint32_t i = 0; i < r->nnodes; i++)
+		if (sh_map_node_index(r->map, r->nodes[i].id) >= 0)
+			idx[n++] = (int)i;
+	pthread_rwlock_unlock(&r->lock);
+	return n;
+}
+
+size_t router_owning_nodes(sh_router *r, int *idx)
+{
+	pthread_rwlock_rdlock(&r->lock);
+	bool owns[SH_MAP_MAX_NODES] = {false};
+	for (uint32_t s = 0; s < SH_SLOTS; s++)
+		for (uint32_t i = 0; i < r->nnodes; i++)
+			if (r->nodes[i].id == r->map->owner[s]) {
+				owns[i] = true;
+				break;
+			}
+	size_t n = 0;
+	for (uint32_t i = 0; i < r->nnodes; i++)
+		if (owns[i])
+			idx[n++] = (int)i;
+	pthread_rwlock_unlock(&r->lock);
+	return n;
+}
+
+int router_owner_locked(sh_router *r, uint16_t slot)
+{
+	uint32_t id = r->map->owner[slot];
+	for (uint32_t i = 0; i < r->nnodes; i++)
+		if (r->nodes[i].id == id)
+			return (int)i;
+	return -1;
+}
+
+/* Sends node idx its slots under the current map (set_slots). */
+static int push_slots(sh_router *r, int idx, char *err, size_t errlen)
+{
+	static uint32_t ranges[SH_SLOTS][2]; /* guarded by r->admin */
+	pthread_mutex_lock(&r->admin);
+	pthread_rwlock_rdlock(&r->lock);
+	uint64_t epoch = r->map->epoch;
+	uint32_t id = r->nodes[idx].id;
+	size_t nr = sh_map_ranges(r->map, id, ranges, SH_SLOTS);
+	pthread_rwlock_unlock(&r->lock);
+	Shoal__V1__SlotRange *sr = calloc(nr ? nr : 1, sizeof(*sr));
+	Shoal__V1__SlotRange **srp = calloc(nr ? nr : 1, sizeof(*srp));
+	int rc = SH_ENOMEM;
+	if (sr && srp) {
+		for (size_t i = 0; i < nr; i++) {
+			shoal__v1__slot_range__init(&sr[i]);
+			sr[i].first = ranges[i][0];
+			sr[i].last = ranges[i][1];
+			srp[i] = &sr[i];
+		}
+		Shoal__V1__SlotSet set = SHOAL__V1__SLOT_SET__INIT;
+		set.ranges = srp;
+		set.n_ranges = nr;
+		Shoal__V1__SetSlotsRequest ss =
+		    SHOAL__V1__SET_SLOTS_REQUEST__INIT;
+		ss.map_epoch = epoch;
+		ss.node_id = id;
+		ss.owned = &set;
+		Shoal__V1__Request rq = SHOAL__V1__REQUEST__INIT;
+		rq.op_case = SHOAL__V1__REQUEST__OP_SET_SLOTS;
+		rq.set_slots = &ss;
+		rq.map_epoch = epoch;
+		Shoal__V1__Response *rs = NULL;
+		rc = sh_rpc_call(r->nodes[idx].rpc, &rq, &rs, err, errlen);
+		if (rc == SH_OK) {
+			rc = (int)rs->code;
+			if (rc == SH_ESTALE)
+				rc = sh_errf(err, errlen, SH_EMOVED,
+					     "node %u knows map epoch %llu, "
+					     "newer than the router's %llu",
+					     id,
+					     (unsigned long long)rs->map_epoch,
+					     (unsigned long long)epoch);
+			else if (rc)
+				sh_errf(err, errlen, rc, "%s", rs->message);
+		}
+		sh_wire_free_response(rs);
+	}
+	free(sr);
+	free(srp);
+	pthread_mutex_unlock(&r->admin);
+	return rc;
+}
+
+/* ---- Fan-out --------------------------------------------------------------
+ */
+
+void call_init(struct call *c, int node, const Shoal__V1__Request *orig)
+{
+	memset(c, 0, sizeof(*c));
+	c->node = node;
+	shoal__v1__request__init(&c->rq);
+	c->rq.protocol_version = SH_WIRE_PROTOCOL_VERSION;
+	c->rq.request_id = orig ? orig->request_id : 0;
+	c->rq.timeout_ms = orig ? orig->timeout_ms : 0;
+}
+
+static void call_start(sh_router *r, struct call *c, int timeout_ms)
+{
+	pthread_rwlock_rdlock(&r->lock);
+	c->rq.map_epoch = r->map->epoch;
+	pthread_rwlock_unlock(&r->lock);
+	uint8_t *buf;
+	size_t len;
+	c->t0 = sh_now_us();
+	c->rc = sh_wire_encode_request(&c->rq, &buf, &len);
+	if (c->rc) {
+		snprintf(c->err, sizeof(c->err), "encoding: out of memory");
+		return;
+	}
+	c->rc =
+	    sh_rpc_start(r->nodes[c->node].rpc, buf, len, timeout_ms, &c->op);
+	free(buf);
+	if (c->rc)
+		snprintf(c->err, sizeof(c->err), "%s", sh_strerror(c->rc));
+}
+
+static void call_finish(sh_router *r, struct call *c)
+{
+	if (!c->op)
+		return;
+	uint8_t *out;
+	size_t outlen;
+	c->rc = sh_rpc_finish(c->op, &out, &outlen, c->err, sizeof(c->err));
+	c->op = NULL;
+	struct rnode *n = &r->nodes[c->node];
+	sh_histogram_observe(&n->latency, sh_now_us() - c->t0);
+	if (c->rc) {
+		atomic_fetch_add(&n->errors, 1);
+		return;
+	}
+	c->rc = sh_wire_decode_response(out, outlen, &r->o.limits, &c->resp,
+					c->err, sizeof(c->err));
+	free(out);
+	if (c->rc)
+		atomic_fetch_add(&n->errors, 1);
+}
+
+void fanout(sh_router *r, struct call *calls, size_t n, int timeout_ms,
+	    bool write)
+{
+	if (timeout_ms <= 0)
+		timeout_ms =
+		    write ? r->o.write_timeout_ms : r->o.read_timeout_ms;
+	for (size_t i = 0; i < n; i++)
+		call_start(r, &calls[i], timeout_ms);
+	for (size_t i = 0; i < n; i++)
+		call_finish(r, &calls[i]);
+	/* A node that answered EMOVED with an older epoch than ours missed a
+	 * set_slots: send it and retry once. */
+	for (size_t i = 0; i < n; i++) {
+		struct call *c = &calls[i];
+		if (c->rc || !c->resp || (int)c->resp->code != SH_EMOVED ||
+		    c->retried || c->resp->map_epoch >= c->rq.map_epoch)
+			continue;
+		char err[256];
+		int prc = push_slots(r, c->node, err, sizeof(err));
+		if (prc) {
+			sh_warn("router", "sending slots to node %u: %s",
+				r->nodes[c->node].id, err);
+			continue;
+		}
+		atomic_fetch_add(&r->retries, 1);
+		sh_wire_free_response(c->resp);
+		c->resp = NULL;
+		c->retried = true;
+		call_start(r, c, timeout_ms);
+		call_finish(r, c);
+	}
+}
+
+void calls_free(struct call *calls, size_t n)
+{
+	for (size_t i = 0; calls && i < n; i++) {
+		if (calls[i].op) {
+			uint8_t *out;
+			size_t len;
+			sh_rpc_finish(calls[i].op, &out, &len, NULL, 0);
+			free(out);
+		}
+		sh_wire_free_response(calls[i].resp);
+		calls[i].resp = NULL;
+	}
+}
+
+int calls_error(sh_router *r, const struct call *calls, size_t n,
+		const int *ok_codes, char *err, size_t errlen)
+{
+	char name[300];
+	for (size_t i = 0; i < n; i++) {
+		const struct call *c = &calls[i];
+		if (c->rc)
+			return sh_errf(
+			    err, errlen, c->rc, "%s: %s",
+			    router_node_name(r, c->node, name, sizeof(name)),
+			    c->err);
+		int code = (int)c->resp->code;
+		bool ok = code == SH_OK;
+		for (size_t j = 0; ok_codes && ok_codes[j] && !ok; j++)
+			ok = code == ok_codes[j];
+		if (!ok)
+			return sh_errf(
+			    err, errlen, code, "%s: %s",
+			    router_node_name(r, c->node, name, sizeof(name)),
+			    c->resp->message && *c->resp->message
+				? c->resp->message
+				: sh_strerror(code));
+	}
+	return SH_OK;
+}
+
+/* ---- Administration -------------------------------------------------------
+ */
+
+static int rop_health(sh_router *r, const Shoal__V1__Request *rq,
+		      Shoal__V1__Response *rs, sh_arena *a, char *err,
+		      size_t errlen)
+{
+	Shoal__V1__HealthResult *h = sh_arena_alloc(a, sizeof(*h));
+	if (!h)
+		return SH_ENOMEM;
+	shoal__v1__health_result__init(h);
+	int st = sh_router_get_state(r);
+	h->status = st == 1   ? SHOAL__V1__HEALTH__SERVING
+		    : st == 2 ? SHOAL__V1__HEALTH__STOPPING
+			      : SHOAL__V1__HEALTH__STARTING;
+	pthread_rwlock_rdlock(&r->lock);
+	h->map_epoch = r->map->epoch;
+	pthread_rwlock_unlock(&r->lock);
+	h->version = (char *)SHOAL_VERSION;
+	rs->result_case = SHOAL__V1__RESPONSE__RESULT_HEALTH;
+	rs->health = h;
+	return SH_OK;
+}
+
+static int rop_get_map(sh_router *r, const Shoal__V1__Request *rq,
+		       Shoal__V1__Response *rs, sh_arena *a, char *err,
+		       size_t errlen)
+{
+	Shoal__V1__ClusterMap *cm = sh_arena_alloc(a, sizeof(*cm));
+	sh_map *m = malloc(sizeof(*m));
+	if (!cm || !m) {
+		free(m);
+		return SH_ENOMEM;
+	}
+	shoal__v1__cluster_map__init(cm);
+	pthread_rwlock_rdlock(&r->lock);
+	*m = *r->map;
+	pthread_rwlock_unlock(&r->lock);
+	cm->epoch = m->epoch;
+	cm->nodes = sh_arena_alloc(a, m->nnodes * sizeof(void *));
+	for (uint32_t i = 0; cm->nodes && i < m->nnodes; i++) {
+		Shoal__V1__NodeInfo *ni = sh_arena_alloc(a, sizeof(*ni));
+		if (!ni)
+			break;
+		shoal__v1__node_info__init(ni);
+		ni->id = m->nodes[i].id;
+		ni->address = sh_arena_strndup(a, m->nodes[i].address,
+					       strlen(m->nodes[i].address));
+		cm->nodes[cm->n_nodes++] = ni;
+	}
+	size_t nruns = 0;
+	for (uint32_t s = 0; s < SH_SLOTS; s++)
+		nruns += s == 0 || m->owner[s] != m->owner[s - 1];
+	cm->slots = sh_arena_alloc(a, nruns * sizeof(void *));
+	for (uint32_t s = 0; cm->slots && s < SH_SLOTS; s++) {
+		uint32_t e = s;
+		while (e + 1 < SH_SLOTS && m->owner[e + 1] == m->owner[s])
+			e++;
+		Shoal__V1__SlotOwner *so = sh_arena_alloc(a, sizeof(*so));
+		if (!so)
+			break;
+		shoal__v1__slot_owner__init(so);
+		so->first = s;
+		so->last = e;
+		so->node_id = m->owner[s];
+		cm->slots[cm->n_slots++] = so;
+		s = e;
+	}
+	free(m);
+	if (a->oom)
+		return SH_ENOMEM;
+
+	if (rq->get_map->with_health) {
+		/* Ask every node for health and stats, at once. */
+		int idx[SH_MAP_MAX_NODES];
+		size_t n = router_all_nodes(r, idx);
+		struct call *calls = calloc(2 * n + 1, sizeof(*calls));
+		if (!calls)
+			return SH_ENOMEM;
+		Shoal__V1__HealthRequest hr = SHOAL__V1__HEALTH_REQUEST__INIT;
+		Shoal__V1__StatsRequest sr = SHOAL__V1__STATS_REQUEST__INIT;
+		for (size_t i = 0; i < n; i++) {
+			call_init(&calls[2 * i], idx[i], rq);
+			calls[2 * i].rq.op_case = SHOAL__V1__REQUEST__OP_HEALTH;
+			calls[2 * i].rq.health = &hr;
+			call_init(&calls[2 * i + 1], idx[i], rq);
+			calls[2 * i + 1].rq.op_case =
+			    SHOAL__V1__REQUEST__OP_STATS;
+			calls[2 * i + 1].rq.stats = &sr;
+		}
+		fanout(r, calls, 2 * n, 0, false);
+		for (size_t i = 0; i < n; i++) {
+			Shoal__V1__NodeInfo *ni = NULL;
+			for (size_t j = 0; j < cm->n_nodes; j++)
+				if (cm->nodes[j]->id == r->nodes[idx[i]].id)
+					ni = cm->nodes[j];
+			if (!ni)
+				continue;
+			struct call *h = &calls[2 * i], *s = &calls[2 * i + 1];
+			if (h->rc || h->resp->code || !h->resp->health) {
+				const char *why =
+				    h->rc ? h->err
+					  : (h->resp->message ? h->resp->message
+							      : "");
+				ni->error =
+				    sh_arena_strndup(a, why, strlen(why));
+				continue;
+			}
+			ni->health = h->resp->health->status;
+			if (!s->rc && !s->resp->code && s->resp->stats)
+				for (size_t c = 0;
+				     c < s->resp->stats->n_collections; c++)
+					ni->points +=
+					    s->resp->stats->collections[c]
+						->points;
+		}
+		calls_free(calls, 2 * n);
+		free(calls);
+	}
+	rs->result_case = SHOAL__V1__RESPONSE__RESULT_GET_MAP;
+	rs->get_map = cm;
+	return a->oom ? SH_ENOMEM : SH_OK;
+}
+
+static int rop_add_node(sh_router *r, const Shoal__V1__Request *rq,
+			Shoal__V1__Response *rs, sh_arena *a, char *err,
+			size_t errlen)
+{
+	sh_map *m = malloc(sizeof(*m));
+	if (!m)
+		return SH_ENOMEM;
+	pthread_mutex_lock(&r->admin);
+	pthread_rwlock_rdlock(&r->lock);
+	*m = *r->map;
+	pthread_rwlock_unlock(&r->lock);
+	uint32_t id;
+	int rc = sh_map_add_node(m, rq->add_node->address, &id, err, errlen);
+	if (rc == SH_OK)
+		rc = sh_map_save(m, r->map_path, err, errlen);
+	if (rc == SH_OK) {
+		pthread_rwlock_wrlock(&r->lock);
+		sh_map *old = r->map;
+		r->map = m;
+		m = old;
+		rc = connect_nodes_locked(r, err, errlen);
+		pthread_rwlock_unlock(&r->lock);
+	}
+	uint64_t epoch = r->map->epoch;
+	pthread_mutex_unlock(&r->admin);
+	free(m);
+	if (rc)
+		return rc;
+	sh_info("router", "node %u (%s) added; map epoch %llu", id,
+		rq->add_node->address, (unsigned long long)epoch);
+	/* Every node learns the new epoch (the new one: that it owns none). */
+	int idx[SH_MAP_MAX_NODES];
+	size_t n = router_all_nodes(r, idx);
+	for (size_t i = 0; i < n; i++) {
+		char e2[256];
+		if (push_slots(r, idx[i], e2, sizeof(e2)))
+			sh_warn("router", "sending slots to node %u: %s",
+				r->nodes[idx[i]].id, e2);
+	}
+	Shoal__V1__AddNodeResult *res = sh_arena_alloc(a, sizeof(*res));
+	if (!res)
+		return SH_ENOMEM;
+	shoal__v1__add_node_result__init(res);
+	res->node_id = id;
+	res->map_epoch = epoch;
+	rs->result_case = SHOAL__V1__RESPONSE__RESULT_ADD_NODE;
+	rs->add_node = res;
+	return SH_OK;
+}
+
+static int rop_node_only(sh_router *r, const Shoal__V1__Request *rq,
+			 Shoal__V1__Response *rs, sh_arena *a, char *err,
+			 size_t errlen)
+{
+	return sh_errf(err, errlen, SH_EUNSUPPORTED,
+		       "a node operation: send it to the node itself");
+}
+
+/* ---- Dispatch ---------------------------------------------------------------
+ */
+
+static const router_op_fn op_table[ROUTER_NOPS - 1] = {
+    rop_create_collection,
+    rop_drop_collection,
+    rop_list_collections,
+    rop_upsert,
+    rop_delete,
+    rop_get,
+    rop_search,
+    rop_scroll,
+    rop_count,
+    rop_stats,
+    rop_health,
+    rop_node_only,
+    rop_node_only,
+    rop_get_map,
+    rop_add_node,
+};
+
+static const char *const op_names[ROUTER_NOPS] = {
+    "create_collection",
+    "drop_collection",
+    "list_collections",
+    "upsert",
+    "delete",
+    "get",
+    "search",
+    "scroll",
+    "count",
+    "stats",
+    "health",
+    "set_slots",
+    "stream_slot",
+    "get_map",
+    "add_node",
+    "invalid",
+};
+
+static int op_index(Shoal__V1__Request__OpCase c)
+{
+	if (c >= 10 && c <= 22)
+		return (int)c - 10;
+	if (c == SHOAL__V1__REQUEST__OP_GET_MAP)
+		return 13;
+	if (c == SHOAL__V1__REQUEST__OP_ADD_NODE)
+		return 14;
+	return ROUTER_OP_INVALID;
+}
+
+int sh_router_handle(sh_router *r, const uint8_t *buf, size_t len,
+		     uint8_t **out, size_t *outlen)
+{
+	uint64_t t0 = sh_now_us();
+	char err[512];
+	err[0] = 0;
+	Shoal__V1__Request *rq = NULL;
+	int op = ROUTER_OP_INVALID;
+	int rc = sh_wire_decode_request(buf, len, &r->o.limits, &rq, err,
+					sizeof(err));
+	sh_arena a = {0};
+	Shoal__V1__Response rs;
+	uint64_t rid = rq ? rq->request_id : sh_wire_peek_request_id(buf, len);
+	pthread_rwlock_rdlock(&r->lock);
+	uint64_t epoch = r->map->epoch;
+	pthread_rwlock_unlock(&r->lock);
+	sh_wire_response_init(&rs, rid, epoch);
+	if (rc == SH_OK) {
+		op = op_index(rq->op_case);
+		if (op == ROUTER_OP_INVALID)
+			rc = sh_errf(err, sizeof(err), SH_EUNSUPPORTED,
+				     "unknown operation");
+		else if (sh_router_get_state(r) == 2 &&
+			 rq->op_case != SHOAL__V1__REQUEST__OP_HEALTH)
+			rc = sh_errf(err, sizeof(err), SH_EBUSY,
+				     "router is shutting down");
+		else
+			rc = op_table[op](r, rq, &rs, &a, err, sizeof(err));
+		if (rc == SH_OK && a.oom)
+			rc = sh_errf(err, sizeof(err), SH_ENOMEM,
+				     "out of memory");
+	}
+	int enc;
+	if (rc == SH_OK ||
+	    rs.result_case != SHOAL__V1__RESPONSE__RESULT__NOT_SET) {
+		/* A partly failed write keeps its per-point statuses. */
+		rs.code = (Shoal__V1__ErrorCode)rc;
+		rs.message = rc ? err : (char *)"";
+		enc = sh_wire_encode_response(&rs, out, outlen);
+	} else {
+		enc = sh_wire_error_response(rid, epoch, rc, err, out, outlen);
+	}
+	if (rc && rc != SH_ENOCOLLECTION && rc != SH_EEXIST)
+		sh_debug("router", "%s: %s: %s", op_names[op], sh_errname(rc),
+			 err);
+	sh_arena_free(&a);
+	sh_wire_free_request(rq);
+	int code = rc >= 0 && rc < ROUTER_NCODES ? rc : SH_EINVAL;
+	atomic_fetch_add(&r->requests[op][code], 1);
+	sh_histogram_observe(&r->latency[op], sh_now_us() - t0);
+	return enc;
+}
+
+/* ---- Lifecycle ----------------------------------------------------------- */
+
+int sh_router_open(const sh_router_opts *o, sh_router **out, char *err,
+		   size_t errlen)
+{
+	*out = NULL;
+	if (!o->data_dir || !*o->data_dir)
+		return sh_errf(err, errlen, SH_EINVAL, "no data directory");
+	if (mkdir(o->data_dir, 0755) != 0 && errno != EEXIST)
+		return sh_errf(err, errlen, SH_EIO, "creating %s: %s",
+			       o->data_dir, strerror(errno));
+	sh_router *r = calloc(1, sizeof(*r));
+	if (!r || !(r->map = malloc(sizeof(*r->map)))) {
+		free(r);
+		return sh_errf(err, errlen, SH_ENOMEM, "out of memory");
+	}
+	r->o = *o;
+	r->o.bootstrap = NULL;
+	r->o.nbootstrap = 0;
+	pthread_rwlock_init(&r->lock, NULL);
+	pthread_mutex_init(&r->admin, NULL);
+	snprintf(r->map_path, sizeof(r->map_path), "%s/cluster.json",
+		 o->data_dir);
+	int rc = sh_map_load(r->map, r->map_path, err, errlen);
+	if (rc == SH_ENOTFOUND) {
+		if (!o->nbootstrap) {
+			sh_router_close(r);
+			return sh_errf(err, errlen, SH_ENOTFOUND,
+				       "no cluster map in %s: give --nodes "
+				       "to create one",
+				       o->data_dir);
+		}
+		rc = sh_map_init(r->map, o->bootstrap, o->nbootstrap, err,
+				 errlen);
+		if (rc == SH_OK)
+			rc = sh_map_save(r->map, r->map_path, err, errlen);
+		if (rc == SH_OK)
+			sh_info("router",
+				"new cluster map: %zu nodes, epoch 1, in %s",
+				o->nbootstrap, r->map_path);
+	} else if (rc == SH_OK && o->nbootstrap) {
+		sh_info("router",
+			"using the cluster map in %s (--nodes is "
+			"only read when there is none)",
+			r->map_path);
+	}
+	if (rc == SH_OK) {
+		pthread_rwlock_wrlock(&r->lock);
+		rc = connect_nodes_locked(r, err, errlen);
+		pthread_rwlock_unlock(&r->lock);
+	}
+	if (rc) {
+		sh_router_close(r);
+		return rc;
+	}
+	for (uint32_t i = 0; i < r->nnodes; i++) {
+		char e2[256];
+		int prc = push_slots(r, (int)i, e2, sizeof(e2));
+		if (prc)
+			sh_warn("router",
+				"node %u (%s) not told its slots "
+				"yet: %s",
+				r->nodes[i].id, r->nodes[i].address, e2);
+	}
+	*out = r;
+	return SH_OK;
+}
+
+void sh_router_close(sh_router *r)
+{
+	if (!r)
+		return;
+	for (uint32_t i = 0; i < r->nnodes; i++)
+		sh_rpc_close(r->nodes[i].rpc);
+	pthread_rwlock_destroy(&r->lock);
+	pthread_mutex_destroy(&r->admin);
+	free(r->map);
+	free(r);
+}
+
+void sh_router_set_state(sh_router *r, int state)
+{
+	atomic_store(&r->state, state);
+}
+
+int sh_router_get_state(const sh_router *r)
+{
+	return atomic_load(&((sh_router *)r)->state);
+}
+
+/* ---- Metrics --------------------------------------------------------------
+ */
+
+void sh_router_metrics(sh_router *r, FILE *f)
+{
+	fprintf(f, "# HELP shoal_router_requests_total Requests handled, by "
+		   "operation and result code.\n"
+		   "# TYPE shoal_router_requests_total counter\n");
+	for (int op = 0; op < ROUTER_NOPS; op++)
+		for (int c = 0; c < ROUTER_NCODES; c++) {
+			uint64_t v = atomic_load(&r->requests[op][c]);
+			if (v)
+				fprintf(f,
+					"shoal_router_requests_total{op=\"%s\","
+					"code=\"%s\"} %llu\n",
+					op_names[op], sh_errname(c),
+					(unsigned long long)v);
+		}
+	fprintf(f, "# HELP shoal_router_request_duration_seconds Time from "
+		   "receipt to response, by operation.\n"
+		   "# TYPE shoal_router_request_duration_seconds histogram\n");
+	for (int op = 0; op < ROUTER_NOPS; op++) {
+		char labels[64];
+		snprintf(labels, sizeof(labels), "op=\"%s\"", op_names[op]);
+		sh_histogram_write(&r->latency[op], f,
+				   "shoal_router_request_duration_seconds",
+				   labels);
+	}
+	pthread_rwlock_rdlock(&r->lock);
+	uint32_t nn = r->nnodes;
+	uint64_t epoch = r->map->epoch;
+	pthread_rwlock_unlock(&r->lock);
+	fprintf(f, "# HELP shoal_router_node_duration_seconds Time of calls "
+		   "to each node.\n"
+		   "# TYPE shoal_router_node_duration_seconds histogram\n");
+	for (uint32_t i = 0; i < nn; i++) {
+		char labels[320];
+		snprintf(labels, sizeof(labels), "node=\"%u\",address=\"%s\"",
+			 r->nodes[i].id, r->nodes[i].address);
+		sh_histogram_write(&r->nodes[i].latency, f,
+				   "shoal_router_node_duration_seconds",
+				   labels);
+	}
+	fprintf(f, "# HELP shoal_router_node_errors_total Calls to a node "
+		   "that got no answer (timeout, connection).\n"
+		   "# TYPE shoal_router_node_errors_total counter\n");
+	for (uint32_t i = 0; i < nn; i++)
+		fprintf(f,
+			"shoal_router_node_errors_total{node=\"%u\",address="
+			"\"%s\"} %llu\n",
+			r->nodes[i].id, r->nodes[i].address,
+			(unsigned long long)atomic_load(&r->nodes[i].errors));
+	fprintf(f,
+		"# HELP shoal_router_searches_partial_total Searches answered "
+		"with partial coverage (min_coverage).\n"
+		"# TYPE shoal_router_searches_partial_total counter\n"
+		"shoal_router_searches_partial_total %llu\n"
+		"# HELP shoal_router_searches_failed_total Searches failed for "
+		"lack of coverage.\n"
+		"# TYPE shoal_router_searches_failed_total counter\n"
+		"shoal_router_searches_failed_total %llu\n"
+		"# HELP shoal_router_retries_total Requests retried after a "
+		"node was sent its slots again.\n"
+		"# TYPE shoal_router_retries_total counter\n"
+		"shoal_router_retries_total %llu\n"
+		"# HELP shoal_router_map_epoch Epoch of the cluster map.\n"
+		"# TYPE shoal_router_map_epoch gauge\n"
+		"shoal_router_map_epoch %llu\n"
+		"# HELP shoal_router_nodes Nodes in the cluster map.\n"
+		"# TYPE shoal_router_nodes gauge\n"
+		"shoal_router_nodes %u\n"
+		"# HELP shoal_build_info Software version.\n"
+		"# TYPE shoal_build_info gauge\n"
+		"shoal_build_info{version=\"%s\"} 1\n",
+		(unsigned long long)atomic_load(&r->searches_partial),
+		(unsigned long long)atomic_load(&r->searches_failed),
+		(unsigned long long)atomic_load(&r->retries),
+		(unsigned long long)epoch, nn, SHOAL_VERSION);
+}
