@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# A local shoal cluster on this machine: one router and N nodes on loopback,
+# each with its data dir and log under one folder.
+#
+#   deploy/local-cluster.sh up [--nodes N] [--dir DIR]   start (default 3 nodes)
+#   deploy/local-cluster.sh status [--dir DIR]           who runs, health
+#   deploy/local-cluster.sh down [--dir DIR]             stop cleanly (SIGTERM)
+#   deploy/local-cluster.sh url [--dir DIR]              print the router URL
+#
+# DIR defaults to ./shoal-cluster. The first `up` picks free ports and
+# writes them to DIR/cluster.env; later `up`s reuse them, so the router's
+# cluster map (DIR/router/cluster.json) keeps pointing at the nodes. The
+# binaries come from $SHOAL_BUILD_DIR (default: build).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+build=${SHOAL_BUILD_DIR:-$here/build}
+cmd=${1:-}
+shift || true
+dir=./shoal-cluster
+nodes=3
+while (($#)); do
+  case $1 in
+    --nodes) nodes=$2; shift 2 ;;
+    --dir) dir=$2; shift 2 ;;
+    *) echo "local-cluster: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+[[ $nodes =~ ^[0-9]+$ ]] && ((nodes >= 1 && nodes <= 64)) ||
+  { echo "local-cluster: --nodes must be 1..64" >&2; exit 2; }
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+env_file=$dir/cluster.env
+
+die() { echo "local-cluster: $*" >&2; exit 1; }
+
+# Free TCP ports on 127.0.0.1, asked from the kernel.
+free_ports() {
+  /usr/bin/env python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+
+alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+health() { # URL -> prints the HTTP status of /healthz, or "-"
+  /usr/bin/env python3 - "$1" <<'PY'
+import sys, urllib.request, urllib.error
+try:
+    print(urllib.request.urlopen(sys.argv[1] + "/healthz", timeout=2).status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+except Exception:
+    print("-")
+PY
+}
+
+# Starts one process in the background with its own session (so a Ctrl-C
+# in this shell does not reach it), logging to DIR/NAME.log.
+launch() { # NAME BINARY ARGS...
+  local name=$1; shift
+  rm -f "$dir/$name.ready"
+  setsid "$@" --ready-file "$dir/$name.ready" >>"$dir/$name.log" 2>&1 </dev/null &
+  echo $! >"$dir/$name.pid"
+}
+
+wait_ready() { # NAME
+  for _ in $(seq 1 600); do
+    [[ -f $dir/$1.ready ]] && return 0
+    alive "$dir/$1.pid" || die "$1 exited while starting; see $dir/$1.log"
+    sleep 0.1
+  done
+  die "$1 did not start within 60 s; see $dir/$1.log"
+}
+
+cmd_up() {
+  [[ -x $build/node/shoal-node && -x $build/router/shoal-router ]] ||
+    die "no binaries in $build (run: meson setup build && ninja -C build)"
+  if [[ ! -f $env_file ]]; then
+    read -r -a p <<<"$(free_ports $((2 * nodes + 2)))"
+    {
+      echo "NODES=$nodes"
+      echo "ROUTER_PORT=${p[0]}"
+      echo "ROUTER_METRICS=${p[1]}"
+      for ((i = 1; i <= nodes; i++)); do
+        echo "NODE${i}_PORT=${p[$((2 * i))]}"
+        echo "NODE${i}_METRICS=${p[$((2 * i + 1))]}"
+      done
+    } >"$env_file"
+  fi
+  # shellcheck disable=SC1090
+  source "$env_file"
+  local list=""
+  for ((i = 1; i <= NODES; i++)); do
+    local port_var=NODE${i}_PORT metrics_var=NODE${i}_METRICS
+    local url=tcp://127.0.0.1:${!port_var}
+    list+=${list:+,}$url
+    if alive "$dir/node$i.pid"; then continue; fi
+    launch "node$i" "$build/node/shoal-node" --listen "$url" \
+      --metrics "127.0.0.1:${!metrics_var}" --data-dir "$dir/node$i"
+  done
+  for ((i = 1; i <= NODES; i++)); do wait_ready "node$i"; done
+  if ! alive "$dir/router.pid"; then
+    launch router "$build/router/shoal-router" \
+      --listen "tcp://127.0.0.1:$ROUTER_PORT" \
+      --metrics "127.0.0.1:$ROUTER_METRICS" --data-dir "$dir/router" \
+      --nodes "$list"
+  fi
+  wait_ready router
+  for _ in $(seq 1 100); do
+    [[ $(health "http://127.0.0.1:$ROUTER_METRICS") == 200 ]] && break
+    sleep 0.1
+  done
+  echo "local-cluster: up: router tcp://127.0.0.1:$ROUTER_PORT" \
+    "(metrics http://127.0.0.1:$ROUTER_METRICS), $NODES nodes, data in $dir" >&2
+}
+
+cmd_down() {
+  [[ -f $env_file ]] || { echo "local-cluster: nothing in $dir" >&2; return 0; }
+  # shellcheck disable=SC1090
+  source "$env_file"
+  local names=(router)
+  for ((i = 1; i <= NODES; i++)); do names+=("node$i"); done
+  for n in "${names[@]}"; do
+    alive "$dir/$n.pid" && kill -TERM "$(cat "$dir/$n.pid")" 2>/dev/null || true
+  done
+  for n in "${names[@]}"; do
+    for _ in $(seq 1 200); do alive "$dir/$n.pid" || break; sleep 0.05; done
+    if alive "$dir/$n.pid"; then
+      echo "local-cluster: $n did not stop in 10 s; killing it" >&2
+      kill -KILL "$(cat "$dir/$n.pid")" 2>/dev/null || true
+    fi
+    rm -f "$dir/$n.pid" "$dir/$n.ready"
+  done
+  echo "local-cluster: down (data kept in $dir)" >&2
+}
+
+cmd_status() {
+  [[ -f $env_file ]] || die "no cluster in $dir"
+  # shellcheck disable=SC1090
+  source "$env_file"
+  local rc=0
+  printf '%-8s %-8s %-26s %s\n' NAME PID ADDRESS HEALTH
+  local pid h
+  pid=$(alive "$dir/router.pid" && cat "$dir/router.pid" || echo -)
+  h=$(health "http://127.0.0.1:$ROUTER_METRICS")
+  [[ $h == 200 ]] || rc=1
+  printf '%-8s %-8s %-26s %s\n' router "$pid" "tcp://127.0.0.1:$ROUTER_PORT" "$h"
+  for ((i = 1; i <= NODES; i++)); do
+    local port_var=NODE${i}_PORT metrics_var=NODE${i}_METRICS
+    pid=$(alive "$dir/node$i.pid" && cat "$dir/node$i.pid" || echo -)
+    h=$(health "http://127.0.0.1:${!metrics_var}")
+    [[ $h == 200 ]] || rc=1
+    printf '%-8s %-8s %-26s %s\n' "node$i" "$pid" "tcp://127.0.0.1:${!port_var}" "$h"
+  done
+  return $rc
+}
+
+cmd_url() {
+  [[ -f $env_file ]] || die "no cluster in $dir"
+  # shellcheck disable=SC1090
+  source "$env_file"
+  echo "tcp://127.0.0.1:$ROUTER_PORT"
+}
+
+case $cmd in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  url) cmd_url ;;
+  *) echo "usage: $0 up|down|status|url [--nodes N] [--dir DIR]" >&2; exit 2 ;;
+esac
