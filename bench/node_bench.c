@@ -19,24 +19,20 @@
 #include "node_bench.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
-#include <libgen.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "error.h"
 #include "fvecs.h"
 #include "partition.h"
+#include "proc.h"
 #include "rpc.h"
 #include "store.h"
 
@@ -49,13 +45,6 @@ struct nopts {
 	size_t efs[16], nef;
 	size_t threads[8], nthreads;
 };
-
-static double nb_now(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 static int die(const char *fmt, const char *a)
 {
@@ -79,79 +68,6 @@ static size_t parse_list(const char *s, size_t *out, size_t cap)
 			return 0;
 	}
 	return n;
-}
-
-/* ---- The node process ---------------------------------------------------- */
-
-struct proc {
-	pid_t pid;
-	char dir[512], ready[600], url[640];
-};
-
-static int rm_one(const char *p, const struct stat *s, int f, struct FTW *w)
-{
-	(void)s;
-	(void)f;
-	(void)w;
-	remove(p);
-	return 0;
-}
-
-static int node_start(struct proc *p, const char *bin)
-{
-	snprintf(p->dir, sizeof(p->dir), "/tmp/shoal-bench-node-XXXXXX");
-	if (!mkdtemp(p->dir))
-		return die("mkdtemp: %s", strerror(errno));
-	char data[600];
-	snprintf(data, sizeof(data), "%s/data", p->dir);
-	snprintf(p->ready, sizeof(p->ready), "%s/ready", p->dir);
-	pid_t parent = getpid();
-	p->pid = fork();
-	if (p->pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		char logp[700];
-		snprintf(logp, sizeof(logp), "%s/node.log", p->dir);
-		int fd = open(logp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-		if (fd >= 0) {
-			dup2(fd, 2);
-			close(fd);
-		}
-		execl(bin, bin, "--listen", "tcp://127.0.0.1:0", "--metrics",
-		      "", "--data-dir", data, "--ready-file", p->ready,
-		      "--fsync", "always", (char *)NULL);
-		_exit(127);
-	}
-	for (int i = 0; i < 6000; i++) {
-		FILE *f = fopen(p->ready, "r");
-		if (f) {
-			char line[600];
-			while (fgets(line, sizeof(line), f))
-				if (!strncmp(line, "listen=", 7)) {
-					line[strcspn(line, "\n")] = 0;
-					snprintf(p->url, sizeof(p->url), "%s",
-						 line + 7);
-				}
-			fclose(f);
-			if (*p->url)
-				return 0;
-		}
-		int st;
-		if (waitpid(p->pid, &st, WNOHANG) == p->pid)
-			return die("shoal-node (%s) exited at start", bin);
-		usleep(10000);
-	}
-	return die("shoal-node %s did not start", bin);
-}
-
-static void node_stop(struct proc *p)
-{
-	if (p->pid > 0) {
-		kill(p->pid, SIGTERM);
-		waitpid(p->pid, NULL, 0);
-		p->pid = 0;
-	}
 }
 
 /* ---- Requests -------------------------------------------------------------
@@ -289,8 +205,8 @@ static void *worker(void *arg)
 	struct warg *w = arg;
 	struct job *j = w->j;
 	size_t qi = (size_t)w->idx * 7919;
-	while (nb_now() < j->until) {
-		double t0 = nb_now();
+	while (bench_now_s() < j->until) {
+		double t0 = bench_now_s();
 		int rc;
 		if (j->write) {
 			size_t first =
@@ -309,7 +225,7 @@ static void *worker(void *arg)
 			w->r.cap = w->r.cap ? 2 * w->r.cap : 4096;
 			w->r.lat = realloc(w->r.lat, w->r.cap * sizeof(float));
 		}
-		w->r.lat[w->r.n++] = (float)(nb_now() - t0);
+		w->r.lat[w->r.n++] = (float)(bench_now_s() - t0);
 		w->r.done += j->write ? j->batch : 1;
 	}
 	return NULL;
@@ -327,8 +243,8 @@ static int run(struct job *j, size_t nt, double seconds, double *rate,
 {
 	struct warg w[MAXT];
 	memset(w, 0, sizeof(w));
-	j->until = nb_now() + seconds;
-	double t0 = nb_now();
+	j->until = bench_now_s() + seconds;
+	double t0 = bench_now_s();
 	for (size_t i = 0; i < nt; i++) {
 		w[i].j = j;
 		w[i].idx = (unsigned)i;
@@ -340,7 +256,7 @@ static int run(struct job *j, size_t nt, double seconds, double *rate,
 		total += w[i].r.done;
 		nl += w[i].r.n;
 	}
-	double el = nb_now() - t0;
+	double el = bench_now_s() - t0;
 	float *all = malloc((nl ? nl : 1) * sizeof(float));
 	size_t o = 0;
 	for (size_t i = 0; i < nt; i++) {
@@ -382,12 +298,9 @@ int cmd_node(int argc, char **argv)
 	struct nopts o = {.k = 10, .nq = 1000, .upserts = 2000, .seconds = 3};
 	o.nef = parse_list("16,32,64,128,256", o.efs, 16);
 	o.nthreads = parse_list("1,2,4", o.threads, 8);
-	static char binbuf[4096];
-	snprintf(binbuf, sizeof(binbuf), "%s", argv[0]);
 	static char defbin[4200];
-	snprintf(defbin, sizeof(defbin), "%s/../node/shoal-node",
-		 dirname(binbuf));
-	o.node_bin = defbin;
+	o.node_bin =
+	    bench_sibling(argv[0], "node/shoal-node", defbin, sizeof(defbin));
 	for (int i = 2; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!v)
@@ -438,8 +351,9 @@ int cmd_node(int argc, char **argv)
 	if (qdim != dim || ngt < nq || gtk < o.k || nb < 512)
 		return die("%s", "queries, ground truth and base disagree");
 
-	struct proc p = {0};
-	if (node_start(&p, o.node_bin))
+	struct bench_proc p;
+	const char *fsync_always[] = {"--fsync", "always", NULL};
+	if (bench_proc_start(&p, o.node_bin, fsync_always))
 		return 1;
 	sh_rpc *c;
 	if (sh_rpc_dial(p.url, 30000, 0, &c, err, sizeof(err)))
@@ -478,14 +392,14 @@ int cmd_node(int argc, char **argv)
 	/* Load the base set. */
 	if (create(c, "bench", dim))
 		goto out;
-	double t0 = nb_now();
+	double t0 = bench_now_s();
 	for (size_t i = 0; i < nb; i += 256) {
 		size_t n = nb - i < 256 ? nb - i : 256;
 		if (upsert(c, "bench", base, dim, i, n, i))
 			goto out;
 	}
 	fprintf(stderr, "node: loaded %zu points in %.1f s\n", nb,
-		nb_now() - t0);
+		bench_now_s() - t0);
 
 	/* Recall per ef; the smallest ef at recall >= 0.95. */
 	size_t ef95 = 0;
@@ -512,7 +426,7 @@ int cmd_node(int argc, char **argv)
 	}
 	sh_rpc_close(c);
 	c = NULL;
-	node_stop(&p);
+	bench_proc_stop(&p, 1);
 
 	/* The same searches in process, on the same graph. */
 	char data[600];
@@ -546,8 +460,7 @@ int cmd_node(int argc, char **argv)
 	rc = 0;
 out:
 	sh_rpc_close(c);
-	node_stop(&p);
-	nftw(p.dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	bench_proc_stop(&p, 0);
 	free(base);
 	free(q);
 	free(gt);

@@ -32,6 +32,9 @@
 #include "error.h"
 #include "fvecs.h"
 #include "hnsw.h"
+#include "bench_util.h"
+#include "cluster_bench.h"
+#include "fmnist.h"
 #include "node_bench.h"
 #include "peers.h"
 #include "pid.h"
@@ -96,7 +99,7 @@ static void *xcalloc(size_t n, size_t size)
 	return p;
 }
 
-static double now_s(void)
+double bench_now_s(void)
 {
 	struct timespec ts;
 
@@ -300,9 +303,9 @@ static void *gt_thread(void *arg)
 }
 
 /* Exact top-k of every query; out is nq x k, cnt per query. */
-static int exact_topk(const float *base, size_t nb, const float *q, size_t nq,
-		      uint32_t dim, bool dot, const uint8_t *allow, size_t k,
-		      int32_t *out, uint32_t *cnt)
+int bench_exact_topk(const float *base, size_t nb, const float *q, size_t nq,
+		     uint32_t dim, bool dot, const uint8_t *allow, size_t k,
+		     int32_t *out, uint32_t *cnt)
 {
 	struct gt_job j = {
 	    .base = base,
@@ -319,7 +322,7 @@ static int exact_topk(const float *base, size_t nb, const float *q, size_t nq,
 	unsigned nt = ncpus();
 	pthread_t th[64];
 	unsigned started = 0;
-	double t0 = now_s();
+	double t0 = bench_now_s();
 
 	atomic_init(&j.next, 0);
 	if (nt > nq)
@@ -334,7 +337,8 @@ static int exact_topk(const float *base, size_t nb, const float *q, size_t nq,
 		pthread_join(th[i], NULL);
 	logf_("ground truth: exact top-%zu of %zu queries over %zu points "
 	      "(%s) in %.2f s on %u threads",
-	      k, nq, nb, sh_kernels_get()->name, now_s() - t0, started + 1);
+	      k, nq, nb, sh_kernels_get()->name, bench_now_s() - t0,
+	      started + 1);
 	return 0;
 }
 
@@ -367,6 +371,9 @@ static void usage(FILE *f)
 "                   --queries Q.fvecs [options]\n"
 "  shoal-bench gen --n 100000 --dim 128 --queries 1000 --out DIR\n"
 "                  [--seed S] [--clusters C]\n"
+"  shoal-bench fmnist --out DIR [--queries 1000]\n"
+"  shoal-bench cluster --data DIR (--router URL | --nodes 1,3,6)\n"
+"                   [--k 10] [--efs ...] [--threads 1,4] [--seconds 3]\n"
 "  shoal-bench node --base B.fvecs --queries Q.fvecs --gt G.ivecs\n"
 "                   [--node-bin PATH] [--k 10] [--efs 16,32,...]\n"
 "                   [--threads 1,2,4] [--seconds 3] [--nq 1000]\n"
@@ -810,12 +817,12 @@ static int load_data(const struct opts *o, struct data *d)
 	d->gt = xmalloc(d->nq * d->gtk, sizeof(int32_t));
 	d->gtcnt = xmalloc(d->nq, sizeof(uint32_t));
 	if (o->metric == SH_METRIC_COSINE)
-		exact_topk(d->nbase, d->nb, d->nqueries, d->nq, d->dim, true,
-			   d->allow, d->gtk, d->gt, d->gtcnt);
+		bench_exact_topk(d->nbase, d->nb, d->nqueries, d->nq, d->dim,
+				 true, d->allow, d->gtk, d->gt, d->gtcnt);
 	else
-		exact_topk(d->base, d->nb, d->queries, d->nq, d->dim,
-			   o->metric == SH_METRIC_IP, d->allow, d->gtk, d->gt,
-			   d->gtcnt);
+		bench_exact_topk(d->base, d->nb, d->queries, d->nq, d->dim,
+				 o->metric == SH_METRIC_IP, d->allow, d->gtk,
+				 d->gt, d->gtcnt);
 	return 0;
 bad:
 	free(labels);
@@ -1060,22 +1067,22 @@ static void *worker_main(void *arg)
 		w->rc = 0;
 		memset(w->plan, 0, sizeof(w->plan));
 		w->ndist = w->nrescored = 0;
-		w->t0 = now_s();
+		w->t0 = bench_now_s();
 		for (size_t qi = w->lo; qi < w->hi; qi++) {
 			const float *q = e->d->queries + qi * e->d->dim;
 			int64_t *ids = pl->ids + qi * k;
 			size_t n = 0;
-			double t = now_s();
+			double t = bench_now_s();
 
 			if (engine_search(e, w, q, ids, &n)) {
 				w->rc = -1;
 				break;
 			}
-			pl->lat_us[qi] = (float)((now_s() - t) * 1e6);
+			pl->lat_us[qi] = (float)((bench_now_s() - t) * 1e6);
 			for (size_t i = n; i < k; i++)
 				ids[i] = -1;
 		}
-		w->t1 = now_s();
+		w->t1 = bench_now_s();
 		pthread_barrier_wait(&pl->done);
 	}
 	return NULL;
@@ -1162,7 +1169,7 @@ static int cmp_double(const void *a, const void *b)
 }
 
 /* Nearest-rank percentile of a sorted array. */
-static double percentile(const float *v, size_t n, double p)
+double bench_percentile(const float *v, size_t n, double p)
 {
 	size_t r;
 
@@ -1259,12 +1266,12 @@ static int run_engine(int kind, const struct opts *o, const struct data *d)
 	      ", %u thread%s)...",
 	      e.name, d->nb, d->dim, o->m, o->efc, build_threads,
 	      build_threads > 1 ? "s" : "");
-	t0 = now_s();
+	t0 = bench_now_s();
 	if (kind == ENG_SHOAL ? shoal_build(&e) : peer_build(&e)) {
 		print_error_line(o, e.name, "build failed (see stderr)");
 		goto out;
 	}
-	build_s = now_s() - t0;
+	build_s = bench_now_s() - t0;
 	printf("{\"engine\":\"%s\",\"n\":%zu,\"dim\":%u,\"m\":%" PRIu64
 	       ",\"ef_construction\":%" PRIu64
 	       ",\"build_s\":%.3f,\"inserts_per_s\":%.1f,\"mem_bytes\":%" PRIu64
@@ -1330,9 +1337,9 @@ static int run_engine(int kind, const struct opts *o, const struct data *d)
 		printf("\"p50_us\":%.1f,\"p99_us\":%.1f,\"quantize\":\"%s\","
 		       "\"threads\":%" PRIu64 ",\"nq\":%zu,\"repeat\":%zu,"
 		       "\"qps_runs\":[",
-		       percentile(lat_all, nq * nrep, 0.50),
-		       percentile(lat_all, nq * nrep, 0.99), quant, o->threads,
-		       nq, nrep);
+		       bench_percentile(lat_all, nq * nrep, 0.50),
+		       bench_percentile(lat_all, nq * nrep, 0.99), quant,
+		       o->threads, nq, nrep);
 		for (size_t r = 0; r < nrep; r++)
 			printf("%s%.1f", r ? "," : "", qps[r]);
 		printf("]");
@@ -1583,7 +1590,8 @@ static int cmd_gen(int argc, char **argv)
 	gtk = n < GEN_GT_K ? n : GEN_GT_K;
 	gt = xmalloc(nq * gtk, sizeof(int32_t));
 	gtcnt = xmalloc(nq, sizeof(uint32_t));
-	exact_topk(base, n, qv, nq, (uint32_t)dim, false, NULL, gtk, gt, gtcnt);
+	bench_exact_topk(base, n, qv, nq, (uint32_t)dim, false, NULL, gtk, gt,
+			 gtcnt);
 
 	snprintf(path, sizeof(path), "%s/base.fvecs", dir);
 	if (fv_write_fvecs(path, base, n, (uint32_t)dim, err, sizeof(err)))
@@ -1642,6 +1650,16 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "node"))
 		return cmd_node(argc, argv);
 #endif
-	errf("unknown command '%s' (hnsw, gen or node; try --help)", argv[1]);
+#ifdef SHOAL_BENCH_CLUSTER
+	if (!strcmp(argv[1], "cluster"))
+		return cmd_cluster(argc, argv);
+#endif
+#ifdef SHOAL_BENCH_FMNIST
+	if (!strcmp(argv[1], "fmnist"))
+		return cmd_fmnist(argc, argv);
+#endif
+	errf("unknown command '%s' (hnsw, gen, fmnist, node or cluster; try "
+	     "--help)",
+	     argv[1]);
 	return 2;
 }

@@ -1,0 +1,115 @@
+/* See proc.h. */
+#include "proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int rm_one(const char *p, const struct stat *s, int f, struct FTW *w)
+{
+	(void)s;
+	(void)f;
+	(void)w;
+	remove(p);
+	return 0;
+}
+
+int bench_proc_start(struct bench_proc *p, const char *bin,
+		     const char *const *extra)
+{
+	memset(p, 0, sizeof(*p));
+	snprintf(p->dir, sizeof(p->dir), "/tmp/shoal-bench-XXXXXX");
+	if (!mkdtemp(p->dir)) {
+		fprintf(stderr, "bench: mkdtemp: %s\n", strerror(errno));
+		return -1;
+	}
+	char data[600], logp[600];
+	snprintf(data, sizeof(data), "%s/data", p->dir);
+	snprintf(logp, sizeof(logp), "%s/log", p->dir);
+	snprintf(p->ready, sizeof(p->ready), "%s/ready", p->dir);
+	const char *argv[64];
+	int a = 0;
+	argv[a++] = bin;
+	argv[a++] = "--listen";
+	argv[a++] = "tcp://127.0.0.1:0";
+	argv[a++] = "--metrics";
+	argv[a++] = "";
+	argv[a++] = "--data-dir";
+	argv[a++] = data;
+	argv[a++] = "--ready-file";
+	argv[a++] = p->ready;
+	for (int i = 0; extra && extra[i] && a < 63; i++)
+		argv[a++] = extra[i];
+	argv[a] = NULL;
+	pid_t parent = getpid();
+	p->pid = fork();
+	if (p->pid < 0)
+		return -1;
+	if (p->pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
+		int fd = open(logp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		if (fd >= 0) {
+			dup2(fd, 2);
+			close(fd);
+		}
+		execv(bin, (char *const *)argv);
+		_exit(127);
+	}
+	for (int i = 0; i < 6000; i++) {
+		FILE *f = fopen(p->ready, "r");
+		if (f) {
+			char line[600];
+			while (fgets(line, sizeof(line), f))
+				if (!strncmp(line, "listen=", 7)) {
+					line[strcspn(line, "\n")] = 0;
+					snprintf(p->url, sizeof(p->url), "%s",
+						 line + 7);
+				}
+			fclose(f);
+			if (*p->url)
+				return 0;
+		}
+		int st;
+		if (waitpid(p->pid, &st, WNOHANG) == p->pid) {
+			p->pid = 0;
+			fprintf(stderr, "bench: %s exited at start (see %s)\n",
+				bin, logp);
+			return -1;
+		}
+		usleep(10000);
+	}
+	fprintf(stderr, "bench: %s did not start\n", bin);
+	bench_proc_stop(p, 1);
+	return -1;
+}
+
+void bench_proc_stop(struct bench_proc *p, int keep)
+{
+	if (p->pid > 0) {
+		kill(p->pid, SIGTERM);
+		waitpid(p->pid, NULL, 0);
+		p->pid = 0;
+	}
+	if (!keep && *p->dir)
+		nftw(p->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+const char *bench_sibling(const char *argv0, const char *rel, char *buf,
+			  size_t cap)
+{
+	char tmp[4096];
+	snprintf(tmp, sizeof(tmp), "%s", argv0);
+	snprintf(buf, cap, "%s/../%s", dirname(tmp), rel);
+	return buf;
+}

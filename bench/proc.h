@@ -1,0 +1,31 @@
+/* Benchmarks start their own shoal processes: one per call, in its own
+ * temporary directory, on a free 127.0.0.1 port (port 0 + --ready-file),
+ * killed with the benchmark (PR_SET_PDEATHSIG). */
+#ifndef SH_BENCH_PROC_H
+#define SH_BENCH_PROC_H
+
+#include <sys/types.h>
+
+struct bench_proc {
+	pid_t pid;
+	char dir[512]; /* the process's own temporary directory */
+	char ready[600];
+	char url[640]; /* listen= of the ready file */
+};
+
+/* Starts bin with --listen tcp://127.0.0.1:0 --metrics "" --ready-file
+ * and --data-dir DIR/data, then extra (NULL-terminated, may be NULL);
+ * stderr goes to DIR/log. Waits until it serves (60 s). Returns 0, or
+ * prints why and returns -1. */
+int bench_proc_start(struct bench_proc *p, const char *bin,
+		     const char *const *extra);
+
+/* SIGTERM, wait; then remove its directory unless keep. */
+void bench_proc_stop(struct bench_proc *p, int keep);
+
+/* The path of a sibling binary of this program's build: argv0's folder +
+ * "/../" + rel (e.g. "node/shoal-node"), in buf. */
+const char *bench_sibling(const char *argv0, const char *rel, char *buf,
+			  size_t cap);
+
+#endif
