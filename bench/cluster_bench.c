@@ -475,6 +475,28 @@ out:
 	return rc;
 }
 
+/* The nodes in the map of the router at url (0 when it cannot say). */
+static size_t count_nodes(const char *url)
+{
+	char err[256];
+	sh_rpc *c;
+	size_t n = 0;
+	if (sh_rpc_dial(url, 10000, 0, &c, err, sizeof(err)))
+		return 0;
+	Shoal__V1__GetMapRequest gm = SHOAL__V1__GET_MAP_REQUEST__INIT;
+	Shoal__V1__Request rq = SHOAL__V1__REQUEST__INIT;
+	rq.op_case = SHOAL__V1__REQUEST__OP_GET_MAP;
+	rq.get_map = &gm;
+	Shoal__V1__Response *rs;
+	if (sh_rpc_call(c, &rq, &rs, err, sizeof(err)) == SH_OK) {
+		if (!rs->code && rs->get_map)
+			n = rs->get_map->n_nodes;
+		sh_wire_free_response(rs);
+	}
+	sh_rpc_close(c);
+	return n;
+}
+
 /* Starts n nodes and a router, runs the benchmark, stops them. */
 static int spawn_and_run(const struct copts *o, const struct cdata *d, size_t n,
 			 const char *argv0)
@@ -662,7 +684,8 @@ int cmd_cluster(int argc, char **argv)
 	memset(&d, 0, sizeof(d));
 	int rc = load_data(&o, &d) ? 1 : 0;
 	if (!rc && o.router)
-		rc = run_cluster(&o, &d, o.router, 0) ? 1 : 0;
+		rc = run_cluster(&o, &d, o.router, count_nodes(o.router)) ? 1
+									  : 0;
 	for (size_t i = 0; !rc && !o.router && i < o.nnodes; i++)
 		rc = spawn_and_run(&o, &d, o.nodes[i], argv[0]) ? 1 : 0;
 	free(d.base);

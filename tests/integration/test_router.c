@@ -371,6 +371,15 @@ static void test_map_and_add_node(void **state)
 	}
 	assert_int_equal(pts, np_count(rc_, "p", NULL));
 	sh_wire_free_response(rs);
+	int status;
+	char *m = np_http_get(&router, "/metrics", &status);
+	assert_int_equal(status, 200);
+	assert_non_null(strstr(m, "shoal_router_node_duration_seconds_bucket{"
+				  "node=\"1\""));
+	assert_non_null(strstr(
+	    m, "shoal_router_requests_total{op=\"upsert\",code=\"OK\"}"));
+	assert_non_null(strstr(m, "shoal_router_map_epoch 1"));
+	free(m);
 
 	char dir[600];
 	snprintf(dir, sizeof(dir), "%s/node4", tmp);
