@@ -221,6 +221,22 @@ size_t hnsw_search_heaps(const sh_hnsw *h, const struct nodedir **dp,
 
 /* ---- Planner and public search ------------------------------------------- */
 
+/* Whether a graph search's n results are fewer than the points that
+ * certainly pass: every live point without a filter, the allow bitmap's
+ * when that is the whole filter (a callback's count is unknown: never). */
+static bool short_result(const sh_hnsw *h, const sh_hnsw_filter *f, size_t n,
+			 size_t k)
+{
+	if (n >= k || (f && f->fn))
+		return false;
+	uint64_t pass = __atomic_load_n(&h->nlive, __ATOMIC_RELAXED);
+	if (f && f->allow) {
+		uint64_t c = roaring_bitmap_get_cardinality(f->allow);
+		pass = c < pass ? c : pass;
+	}
+	return n < (pass < k ? pass : k);
+}
+
 const char *sh_hnsw_plan_name(sh_hnsw_plan p)
 {
 	switch (p) {
@@ -514,6 +530,19 @@ static int search_impl(const sh_hnsw *h, const float *qv, size_t k, size_t ef,
 		nres = rescore(h, &d, t, fq, res, nr, &s.nrescored);
 	}
 	*nout = collect_hits(h, &d, res, nres, k, out);
+	if (s.plan != SH_PLAN_EXACT_SCAN && short_result(h, f, *nout, k)) {
+		/* The walk found fewer points than certainly exist: it started
+		 * among dead nodes whose links lead nowhere live (points
+		 * replaced over and over since the last vacuum). The scan
+		 * is exact; vacuum repairs the graph. */
+		s.plan = SH_PLAN_EXACT_SCAN;
+		s.fallback = true;
+		nres = exact_scan(h, &d, &q, f, resc ? ef : k, top);
+		qsort(top, nres, sizeof(*top), cand_cmp);
+		if (resc)
+			nres = rescore(h, &d, t, fq, top, nres, &s.nrescored);
+		*nout = collect_hits(h, &d, top, nres, k, out);
+	}
 	SH_READ_UNLOCK(h);
 
 	s.ndist = q.ndist;

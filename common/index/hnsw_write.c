@@ -440,6 +440,42 @@ static int add_link(sh_hnsw *h, uint32_t iid, uint32_t l, uint32_t add,
 	return touch(h, iid, l);
 }
 
+/* Moves the entry point off a dead node: to a live node of the highest
+ * level (one of the entry's old level when there is one, found by a scan
+ * that stops there). With no live node left it stays where it is, unless
+ * none_ok (vacuum, which frees every dead node): then there is none. Searches
+ * start at the entry point, and a dead node's links are never updated again:
+ * under churn (points replaced over and over) the old entry's neighbourhood
+ * becomes a graveyard of dead nodes that leads nowhere live, and searches from
+ * it find nothing. The scan is O(n) but runs only when the entry itself dies.
+ * Writer only. */
+static void move_entry_if_dead(sh_hnsw *h, bool none_ok)
+{
+	uint64_t entry = h->entry;
+	uint32_t ep = (uint32_t)entry, top = (uint32_t)(entry >> 32);
+	if (ep == SH_IID_NONE || !is_dead(h, ep))
+		return;
+	uint32_t best = SH_IID_NONE, bl = 0;
+	for (uint32_t u = 0; u < h->next; u++) {
+		if (is_dead(h, u))
+			continue;
+		uint32_t l = node_level(wnode(h, u));
+		if (best == SH_IID_NONE || l > bl) {
+			best = u;
+			bl = l;
+			if (bl >= top)
+				break;
+		}
+	}
+	if (best == SH_IID_NONE && !none_ok)
+		return;
+	uint64_t e = best == SH_IID_NONE ? (uint64_t)SH_IID_NONE
+					 : ((uint64_t)bl << 32) | best;
+	__atomic_store_n(&h->entry, e, __ATOMIC_RELEASE);
+	chg_push(h, (sh_hnsw_change){
+			.kind = SH_CHANGE_ENTRY, .iid = best, .level = bl});
+}
+
 /* Links node iid (already written, level `level`) into the graph. */
 static int link_node(sh_hnsw *h, uint32_t iid, uint32_t level, uint32_t exclude)
 {
@@ -559,6 +595,9 @@ static int link_node(sh_hnsw *h, uint32_t iid, uint32_t level, uint32_t exclude)
 		rc = chg_push(h, (sh_hnsw_change){.kind = SH_CHANGE_ENTRY,
 						  .iid = iid,
 						  .level = level});
+	} else {
+		/* the entry stayed on a dead node while none was live */
+		move_entry_if_dead(h, false);
 	}
 out:
 	free(next_eps);
@@ -574,6 +613,7 @@ static void mark_tomb(sh_hnsw *h, uint32_t iid)
 	node_set_flags(n, node_flags(n) | NF_TOMB);
 	__atomic_fetch_add(&h->ntomb, 1, __ATOMIC_RELAXED);
 	__atomic_fetch_sub(&h->nlive, 1, __ATOMIC_RELAXED);
+	move_entry_if_dead(h, false);
 }
 
 int sh_hnsw_upsert(sh_hnsw *h, const sh_pid *pid, const float *vec,
@@ -788,24 +828,9 @@ int sh_hnsw_vacuum(sh_hnsw *h, sh_hnsw_vacuum_stats *st)
 		if (h->ntouched >= 1024)
 			chg_flush(h);
 	}
-	/* 2. move the entry point to a live node of the highest level */
-	uint32_t ep = (uint32_t)h->entry;
-	if (ep != SH_IID_NONE && is_dead(h, ep)) {
-		uint32_t best = SH_IID_NONE, bl = 0;
-		for (uint32_t u = 0; u < h->next; u++) {
-			if (is_dead(h, u))
-				continue;
-			uint32_t l = node_level(wnode(h, u));
-			if (best == SH_IID_NONE || l > bl)
-				best = u, bl = l;
-		}
-		uint64_t e = best == SH_IID_NONE ? (uint64_t)SH_IID_NONE
-						 : ((uint64_t)bl << 32) | best;
-		__atomic_store_n(&h->entry, e, __ATOMIC_RELEASE);
-		chg_push(h, (sh_hnsw_change){.kind = SH_CHANGE_ENTRY,
-					     .iid = best,
-					     .level = bl});
-	}
+	/* 2. the entry point is live (mark_tomb moves it off a node it
+	 * kills; a tombstone loaded from storage may still hold it) */
+	move_entry_if_dead(h, true);
 	chg_flush(h);
 	/* 3. no live node or entry point leads to a dead one now; wait until
 	 * no reader can still be standing on one, then reuse them */

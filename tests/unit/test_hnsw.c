@@ -295,6 +295,50 @@ static void test_vacuum_bounds_memory_under_churn(void **s)
 	free(v);
 }
 
+/* Points replaced over and over with no vacuum: the old nodes die, their
+ * links are never updated again, and the first entry point's neighbourhood
+ * turns into dead nodes that lead nowhere live. Every search must still
+ * return k points: the entry point moves to a live node when its own dies,
+ * and a walk that comes back short falls back to the exact scan. */
+static void test_search_stays_whole_under_churn_without_vacuum(void **s)
+{
+	size_t n = 200, k = 10;
+	float *v = tu_clustered(n * 4, DIM, 10, 9);
+	sh_hnsw *h = new_index(SH_METRIC_L2, SH_STORAGE_F32, DIM);
+	insert_all(h, v, n, DIM);
+	uint64_t s0 = 5;
+	size_t fallbacks = 0, searches = 0;
+	for (size_t r = 0; r < 40; r++) {
+		for (size_t j = 0; j < n; j++) {
+			sh_pid p = sh_pid_u64(tu_rand(&s0) % n);
+			const float *nv = v + (tu_rand(&s0) % (4 * n)) * DIM;
+			assert_int_equal(sh_hnsw_upsert(h, &p, nv, NULL, NULL),
+					 SH_OK);
+		}
+		for (size_t q = 0; q < 20; q++) {
+			sh_hnsw_hit hits[10];
+			size_t nh = 0;
+			sh_hnsw_search_stats st;
+			const float *qv = v + (tu_rand(&s0) % (4 * n)) * DIM;
+			assert_int_equal(
+			    sh_hnsw_search(h, qv, k, 0, NULL, hits, &nh, &st),
+			    SH_OK);
+			assert_int_equal(nh, k);
+			fallbacks += st.fallback;
+			searches++;
+		}
+	}
+	sh_hnsw_info info;
+	sh_hnsw_info_get(h, &info);
+	print_message("churn without vacuum: %llu tombstones for %llu live; "
+		      "%zu of %zu searches fell back to the scan\n",
+		      (unsigned long long)info.tombstones,
+		      (unsigned long long)info.live, fallbacks, searches);
+	assert_valid(h);
+	sh_hnsw_free(h);
+	free(v);
+}
+
 static void test_string_ids(void **s)
 {
 	sh_hnsw *h = new_index(SH_METRIC_L2, SH_STORAGE_F32, 3);
@@ -575,6 +619,8 @@ int main(void)
 	    cmocka_unit_test(test_upsert_moves_point_and_never_duplicates),
 	    cmocka_unit_test(test_deleted_point_never_returned),
 	    cmocka_unit_test(test_vacuum_bounds_memory_under_churn),
+	    cmocka_unit_test(
+		test_search_stays_whole_under_churn_without_vacuum),
 	    cmocka_unit_test(test_string_ids),
 	    cmocka_unit_test(test_change_log_reports_exactly_what_changed),
 	    cmocka_unit_test(test_loader_rejects_inconsistent_records),
