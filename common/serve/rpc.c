@@ -3,7 +3,9 @@
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,58 +68,121 @@ static int nng_to_sh(int rv)
 				   : SH_EIO;
 }
 
-int sh_rpc_call_raw(sh_rpc *c, const uint8_t *buf, size_t len, uint8_t **out,
-		    size_t *outlen, char *err, size_t errlen)
+/* One call in flight: send, then receive on the same context, driven by
+ * the aio's callback; the caller waits on `cv`. */
+struct sh_rpc_op {
+	nng_ctx ctx;
+	nng_aio *aio;
+	bool ctx_open;
+	enum { OP_SEND, OP_RECV } state;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	int rv;
+	nng_msg *reply;
+};
+
+static void op_cb(void *arg)
+{
+	sh_rpc_op *op = arg;
+	int rv = nng_aio_result(op->aio);
+	if (op->state == OP_SEND && rv == 0) {
+		op->state = OP_RECV;
+		nng_ctx_recv(op->ctx, op->aio);
+		return;
+	}
+	if (op->state == OP_SEND) /* the message is still ours */
+		nng_msg_free(nng_aio_get_msg(op->aio));
+	pthread_mutex_lock(&op->mu);
+	op->rv = rv;
+	op->reply = rv == 0 ? nng_aio_get_msg(op->aio) : NULL;
+	op->done = true;
+	pthread_cond_signal(&op->cv);
+	pthread_mutex_unlock(&op->mu);
+}
+
+static void op_free(sh_rpc_op *op)
+{
+	if (op->aio)
+		nng_aio_free(op->aio); /* waits for a running callback */
+	if (op->ctx_open)
+		nng_ctx_close(op->ctx);
+	if (op->reply)
+		nng_msg_free(op->reply);
+	pthread_mutex_destroy(&op->mu);
+	pthread_cond_destroy(&op->cv);
+	free(op);
+}
+
+int sh_rpc_start(sh_rpc *c, const uint8_t *buf, size_t len, int timeout_ms,
+		 sh_rpc_op **out)
 {
 	*out = NULL;
-	*outlen = 0;
-	nng_ctx ctx;
-	nng_aio *aio = NULL;
+	sh_rpc_op *op = calloc(1, sizeof(*op));
+	if (!op)
+		return SH_ENOMEM;
+	pthread_mutex_init(&op->mu, NULL);
+	pthread_cond_init(&op->cv, NULL);
 	nng_msg *m = NULL;
-	int rv = nng_ctx_open(&ctx, c->sock);
-	if (rv)
-		return sh_errf(err, errlen, nng_to_sh(rv), "nng: %s",
-			       nng_strerror(rv));
-	if ((rv = nng_aio_alloc(&aio, NULL, NULL)) ||
-	    (rv = nng_msg_alloc(&m, len))) {
-		nng_aio_free(aio);
-		nng_ctx_close(ctx);
-		return sh_errf(err, errlen, SH_ENOMEM, "nng: %s",
-			       nng_strerror(rv));
+	int rv = nng_ctx_open(&op->ctx, c->sock);
+	if (rv == 0) {
+		op->ctx_open = true;
+		rv = nng_aio_alloc(&op->aio, op_cb, op);
+	}
+	if (rv == 0)
+		rv = nng_msg_alloc(&m, len);
+	if (rv) {
+		op_free(op);
+		return nng_to_sh(rv);
 	}
 	if (len)
 		memcpy(nng_msg_body(m), buf, len);
-	nng_aio_set_timeout(aio, c->timeout_ms);
-	nng_aio_set_msg(aio, m);
-	nng_ctx_send(ctx, aio);
-	nng_aio_wait(aio);
-	if ((rv = nng_aio_result(aio))) {
-		nng_msg_free(m);
-		goto fail;
-	}
-	nng_ctx_recv(ctx, aio);
-	nng_aio_wait(aio);
-	if ((rv = nng_aio_result(aio)))
-		goto fail;
-	m = nng_aio_get_msg(aio);
-	*outlen = nng_msg_len(m);
-	*out = malloc(*outlen ? *outlen : 1);
-	if (!*out) {
-		nng_msg_free(m);
-		nng_aio_free(aio);
-		nng_ctx_close(ctx);
-		return sh_errf(err, errlen, SH_ENOMEM, "out of memory");
-	}
-	memcpy(*out, nng_msg_body(m), *outlen);
-	nng_msg_free(m);
-	nng_aio_free(aio);
-	nng_ctx_close(ctx);
+	nng_aio_set_timeout(op->aio,
+			    timeout_ms > 0 ? timeout_ms : c->timeout_ms);
+	nng_aio_set_msg(op->aio, m);
+	op->state = OP_SEND;
+	nng_ctx_send(op->ctx, op->aio);
+	*out = op;
 	return SH_OK;
-fail:
-	nng_aio_free(aio);
-	nng_ctx_close(ctx);
-	return sh_errf(err, errlen, nng_to_sh(rv), "request: %s",
-		       nng_strerror(rv));
+}
+
+int sh_rpc_finish(sh_rpc_op *op, uint8_t **out, size_t *outlen, char *err,
+		  size_t errlen)
+{
+	*out = NULL;
+	*outlen = 0;
+	pthread_mutex_lock(&op->mu);
+	while (!op->done)
+		pthread_cond_wait(&op->cv, &op->mu);
+	pthread_mutex_unlock(&op->mu);
+	int rc = SH_OK;
+	if (op->rv) {
+		rc = sh_errf(err, errlen, nng_to_sh(op->rv), "request: %s",
+			     nng_strerror(op->rv));
+	} else {
+		size_t n = nng_msg_len(op->reply);
+		*out = malloc(n ? n : 1);
+		if (!*out) {
+			rc = sh_errf(err, errlen, SH_ENOMEM, "out of memory");
+		} else {
+			memcpy(*out, nng_msg_body(op->reply), n);
+			*outlen = n;
+		}
+	}
+	op_free(op);
+	return rc;
+}
+
+int sh_rpc_call_raw(sh_rpc *c, const uint8_t *buf, size_t len, uint8_t **out,
+		    size_t *outlen, char *err, size_t errlen)
+{
+	sh_rpc_op *op;
+	*out = NULL;
+	*outlen = 0;
+	int rc = sh_rpc_start(c, buf, len, 0, &op);
+	if (rc)
+		return sh_errf(err, errlen, rc, "request: %s", sh_strerror(rc));
+	return sh_rpc_finish(op, out, outlen, err, errlen);
 }
 
 int sh_rpc_call(sh_rpc *c, Shoal__V1__Request *req, Shoal__V1__Response **resp,

@@ -36,8 +36,20 @@ void sh_rpc_close(sh_rpc *c);
 int sh_rpc_call(sh_rpc *c, Shoal__V1__Request *req, Shoal__V1__Response **resp,
 		char *err, size_t errlen);
 
+/* One call without waiting, for fanning a request out to many servers at
+ * once: sh_rpc_start sends len bytes (copied) and returns at once;
+ * sh_rpc_finish waits for the answer (or the timeout: timeout_ms, 0 for
+ * the client's), returns the raw response (malloc'd; free()) and frees op.
+ * Every started op must be finished. sh_rpc_start returns SH_OK, SH_ENOMEM
+ * or SH_EIO; sh_rpc_finish returns as sh_rpc_call_raw. */
+typedef struct sh_rpc_op sh_rpc_op;
+int sh_rpc_start(sh_rpc *c, const uint8_t *buf, size_t len, int timeout_ms,
+		 sh_rpc_op **op);
+int sh_rpc_finish(sh_rpc_op *op, uint8_t **out, size_t *outlen, char *err,
+		  size_t errlen);
+
 /* Sends len raw bytes and returns the raw response (malloc'd; free()).
- * For tests of bad input. Returns as sh_rpc_call. */
+ * Returns as sh_rpc_call. */
 int sh_rpc_call_raw(sh_rpc *c, const uint8_t *buf, size_t len, uint8_t **out,
 		    size_t *outlen, char *err, size_t errlen);
 
