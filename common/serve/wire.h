@@ -222,6 +222,21 @@ int sh_wire_pid_from_proto(const Shoal__V1__PointId *in, sh_pid *out);
 int sh_wire_filter_to_sh(const Shoal__V1__Filter *in, sh_filter **out,
 			 char *err, size_t errlen);
 
+/* An sh_filter → the wire's Filter message (what a client sends): the
+ * inverse of sh_wire_filter_to_sh, so that to_sh(from_sh(f)) passes exactly
+ * the points f passes. A match of one value becomes a single-value Match,
+ * of several values an any_keyword / any_integer set. in is checked with
+ * sh_filter_validate first. in NULL → *out NULL (no filter: passes every
+ * point). On SH_OK, *out (may be NULL as said) is a new tree that the
+ * caller frees with sh_wire_filter_free(); it copies every string, so it
+ * does not borrow from in. Returns SH_OK, SH_EINVAL (validation, with a
+ * message in err) or SH_ENOMEM; *out is NULL on failure. Any thread. */
+int sh_wire_filter_from_sh(const sh_filter *in, Shoal__V1__Filter **out,
+			   char *err, size_t errlen);
+
+/* Frees a Filter built by sh_wire_filter_from_sh (NULL is a no-op). */
+void sh_wire_filter_free(Shoal__V1__Filter *f);
+
 /* sh_pid → PointId, without allocating: *out is initialised and its str (for
  * string ids) points into strbuf, which must outlive *out's use (encoding).
  */

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <cjson/cJSON.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
@@ -208,12 +209,124 @@ static void test_malformed_filters_are_refused(void **s)
 	assert_null(f);
 }
 
+/* text → sh_filter → wire Filter → bytes → wire Filter → sh_filter passes
+ * exactly the points the parsed text passes, for every kind of clause. */
+static void test_filter_from_sh_round_trips_through_the_wire(void **s)
+{
+	static const char *const texts[] = {
+	    "category = \"shoes\"",
+	    "category = \"shoes\" and price < 100 and in_stock",
+	    "price >= 59.5 and price <= 159",
+	    "price > 20 or rating = 4",
+	    "size in [38, 39, 40]",
+	    "category in [\"shoes\", \"hats\"]",
+	    "category not in [\"shoes\"]",
+	    "size = 41",
+	    "in_stock = false",
+	    "price = 20.0",
+	    "exists(rating) or not exists(category)",
+	    "has_id(16, 18) and not has_id(\"sku-1\")",
+	    "(category = \"shoes\" or category = \"hats\") and "
+	    "not (price > 100 or (size in [38] and exists(in_stock)))",
+	    "category != \"hats\" and (price < 10 or (price > 50 and "
+	    "(in_stock or (size = 44))))",
+	};
+	for (size_t t = 0; t < sizeof(texts) / sizeof(texts[0]); t++) {
+		char err[256];
+		sh_filter *a = NULL, *b = NULL;
+		assert_int_equal(
+		    sh_filter_parse(texts[t], &a, err, sizeof(err)), SH_OK);
+		Shoal__V1__Filter *w = NULL;
+		assert_int_equal(
+		    sh_wire_filter_from_sh(a, &w, err, sizeof(err)), SH_OK);
+		assert_non_null(w);
+		size_t len = shoal__v1__filter__get_packed_size(w);
+		uint8_t *buf = malloc(len ? len : 1);
+		assert_non_null(buf);
+		shoal__v1__filter__pack(w, buf);
+		Shoal__V1__Filter *back =
+		    shoal__v1__filter__unpack(NULL, len, buf);
+		assert_non_null(back);
+		assert_int_equal(
+		    sh_wire_filter_to_sh(back, &b, err, sizeof(err)), SH_OK);
+		assert_int_equal(sh_filter_count(a), sh_filter_count(b));
+		assert_same(a, b);
+		/* and directly, without the bytes */
+		sh_filter *c = NULL;
+		assert_int_equal(sh_wire_filter_to_sh(w, &c, err, sizeof(err)),
+				 SH_OK);
+		assert_same(a, c);
+		sh_filter_free(c);
+		shoal__v1__filter__free_unpacked(back, NULL);
+		free(buf);
+		sh_wire_filter_free(w);
+		sh_filter_free(a);
+		sh_filter_free(b);
+	}
+}
+
+/* String ids, int sets and one-sided ranges keep their exact values. */
+static void test_filter_from_sh_keeps_values(void **s)
+{
+	sh_filter *f;
+	assert_int_equal(sh_filter_new(&f), SH_OK);
+	sh_pid ids[2] = {sh_pid_u64(7)};
+	assert_int_equal(sh_pid_str("sku-9", 5, &ids[1]), SH_OK);
+	assert_int_equal(sh_filter_add_has_id(f, SH_SHOULD, ids, 2), SH_OK);
+	int64_t ints[] = {-3, INT64_MAX};
+	assert_int_equal(
+	    sh_filter_add_match_any_integer(f, SH_MUST, "n", ints, 2), SH_OK);
+	sh_range r = {.has_gte = true, .gte = 0.0};
+	assert_int_equal(sh_filter_add_range(f, SH_MUST_NOT, "p", &r), SH_OK);
+	Shoal__V1__Filter *w;
+	assert_int_equal(sh_wire_filter_from_sh(f, &w, NULL, 0), SH_OK);
+	assert_int_equal(w->n_should, 1);
+	const Shoal__V1__HasId *h = w->should[0]->condition->has_id;
+	assert_int_equal(h->n_ids, 2);
+	assert_int_equal(h->ids[0]->kind_case, SHOAL__V1__POINT_ID__KIND_NUM);
+	assert_int_equal(h->ids[0]->num, 7);
+	assert_int_equal(h->ids[1]->kind_case, SHOAL__V1__POINT_ID__KIND_STR);
+	assert_string_equal(h->ids[1]->str, "sku-9");
+	const Shoal__V1__Match *m = w->must[0]->condition->match;
+	assert_int_equal(m->value_case, SHOAL__V1__MATCH__VALUE_ANY_INTEGER);
+	assert_int_equal(m->any_integer->values[1], INT64_MAX);
+	const Shoal__V1__Range *rg = w->must_not[0]->condition->range;
+	/* a bound of 0 is present, the others absent */
+	assert_int_equal(rg->has_gte_case, SHOAL__V1__RANGE__HAS_GTE_GTE);
+	assert_int_equal(rg->has_gt_case, SHOAL__V1__RANGE__HAS_GT__NOT_SET);
+	assert_int_equal(rg->has_lt_case, SHOAL__V1__RANGE__HAS_LT__NOT_SET);
+	sh_wire_filter_free(w);
+	sh_filter_free(f);
+}
+
+/* No filter → no message; an invalid built filter is refused, not sent. */
+static void test_filter_from_sh_null_and_invalid(void **s)
+{
+	Shoal__V1__Filter *w = (Shoal__V1__Filter *)&w;
+	assert_int_equal(sh_wire_filter_from_sh(NULL, &w, NULL, 0), SH_OK);
+	assert_null(w);
+	sh_filter *f;
+	assert_int_equal(sh_filter_new(&f), SH_OK);
+	sh_range r = {.has_gt = true, .gt = 5, .has_lt = true, .lt = 1};
+	assert_int_equal(sh_filter_add_range(f, SH_MUST, "p", &r), SH_OK);
+	char err[256] = "";
+	assert_int_equal(sh_wire_filter_from_sh(f, &w, err, sizeof(err)),
+			 SH_EINVAL);
+	assert_null(w);
+	assert_true(err[0] != 0);
+	sh_filter_free(f);
+	sh_wire_filter_free(NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_every_condition_converts_like_its_text),
 	    cmocka_unit_test(test_null_filter_passes_everything),
 	    cmocka_unit_test(test_malformed_filters_are_refused),
+	    cmocka_unit_test(test_filter_from_sh_round_trips_through_the_wire),
+	    cmocka_unit_test(test_filter_from_sh_keeps_values),
+	    cmocka_unit_test(test_filter_from_sh_null_and_invalid),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
