@@ -420,7 +420,7 @@ typedef struct shoal_search_result {
 	size_t n_queries;
 	/* Coverage as the router reports it: nodes that answered / nodes
 	 * asked (equal unless min_coverage allowed a partial answer). A
-	 * single shoal-node spoken to directly reports 0 / 0. */
+	 * single shoal-node spoken to directly reports 1 / 1. */
 	uint32_t nodes_answered;
 	uint32_t nodes_asked;
 	void *internal_; /* the SDK's; do not touch */

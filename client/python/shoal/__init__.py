@@ -215,7 +215,7 @@ class Hits(list):
     """The hits of one query, closest first (a list of Hit), with how the
     server answered it: plan ("graph", "filtered_graph", "exact_scan"),
     estimated_passing, distances, unindexed_filter, and the coverage a
-    router reports: nodes_answered / nodes_asked (0 / 0 from a single
+    router reports: nodes_answered / nodes_asked (1 / 1 from a single
     node)."""
     plan = None
     estimated_passing = 0
