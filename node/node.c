@@ -543,8 +543,11 @@ int sh_node_handle(sh_node *n, const uint8_t *buf, size_t len, uint8_t **out,
 		op = (int)rq->op_case - 10;
 		if (op < 0 || op >= NODE_NOPS - 1) {
 			op = NODE_OP_INVALID;
-			rc = sh_errf(err, sizeof(err), SH_EINVAL,
-				     "request: no operation");
+			rc = sh_errf(err, sizeof(err), SH_EUNSUPPORTED,
+				     "operation %d is not served by a node "
+				     "(cluster administration goes to the "
+				     "router, embedding to shoal-embed)",
+				     (int)rq->op_case);
 		} else if (sh_node_get_state(n) == SH_NODE_STOPPING &&
 			   rq->op_case != SHOAL__V1__REQUEST__OP_HEALTH) {
 			rc = sh_errf(err, sizeof(err), SH_EBUSY,

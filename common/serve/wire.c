@@ -793,11 +793,20 @@ static int check_delete(vctx *c, const Shoal__V1__DeleteRequest *r)
 	return SH_OK;
 }
 
-static int check_search(vctx *c, const Shoal__V1__SearchRequest *r)
+/* A search's fields; the queries only when `with_queries` (a search by
+ * text carries none: the embedding server adds the one vector). */
+static int check_search_fields(vctx *c, const Shoal__V1__SearchRequest *r,
+			       bool with_queries)
 {
 	int rc;
 	if ((rc = check_name(c, "collection", r->collection)) != SH_OK)
 		return rc;
+	if (!with_queries) {
+		if (r->n_queries)
+			return fail(c, SH_EINVAL,
+				    "a search by text takes no query vector");
+		goto params;
+	}
 	if (r->n_queries == 0)
 		return fail(c, SH_EINVAL, "at least one query vector required");
 	if (r->n_queries > c->lim->max_queries)
@@ -816,6 +825,7 @@ static int check_search(vctx *c, const Shoal__V1__SearchRequest *r)
 				    q->n_values, dim);
 		path_pop(c, old);
 	}
+params:
 	if (r->k == 0)
 		return fail(c, SH_EINVAL, "k must be at least 1");
 	if (r->k > c->lim->max_k)
@@ -827,6 +837,61 @@ static int check_search(vctx *c, const Shoal__V1__SearchRequest *r)
 	if (!(r->min_coverage >= 0.0f && r->min_coverage <= 1.0f))
 		return fail(c, SH_EINVAL, "min_coverage outside 0..1");
 	return check_filter_field(c, r->filter);
+}
+
+static int check_search(vctx *c, const Shoal__V1__SearchRequest *r)
+{
+	return check_search_fields(c, r, true);
+}
+
+/* Model names: like collection names, or "" for the server's default. */
+static int check_model(vctx *c, const char *m)
+{
+	if (str_or_empty(m)[0] == 0)
+		return SH_OK;
+	return check_name(c, "model", m);
+}
+
+static int check_text(vctx *c, const char *what, const char *t)
+{
+	size_t n = strlen(str_or_empty(t));
+	if (n > SH_WIRE_MAX_TEXT)
+		return fail(c, SH_ETOOBIG, "%s: %zu bytes; at most %u", what, n,
+			    SH_WIRE_MAX_TEXT);
+	if (!sh_utf8_valid(str_or_empty(t), n))
+		return fail(c, SH_EINVAL, "%s: not valid UTF-8", what);
+	return SH_OK;
+}
+
+static int check_embed(vctx *c, const Shoal__V1__EmbedRequest *r)
+{
+	int rc;
+	if ((rc = check_model(c, r->model)) != SH_OK)
+		return rc;
+	if (r->n_texts == 0)
+		return fail(c, SH_EINVAL, "at least one text required");
+	if (r->n_texts > SH_WIRE_MAX_TEXTS)
+		return fail(c, SH_ETOOBIG, "%zu texts; at most %d", r->n_texts,
+			    SH_WIRE_MAX_TEXTS);
+	for (size_t i = 0; i < r->n_texts; i++) {
+		char what[32];
+		snprintf(what, sizeof(what), "texts[%zu]", i);
+		if ((rc = check_text(c, what, r->texts[i])) != SH_OK)
+			return rc;
+	}
+	return SH_OK;
+}
+
+static int check_search_text(vctx *c, const Shoal__V1__SearchTextRequest *r)
+{
+	int rc;
+	if ((rc = check_model(c, r->model)) != SH_OK ||
+	    (rc = check_text(c, "text", r->text)) != SH_OK)
+		return rc;
+	if (!r->search)
+		return fail(c, SH_EINVAL, "search: required");
+	path_push(c, ".search");
+	return check_search_fields(c, r->search, false);
 }
 
 static int check_set_slots(vctx *c, const Shoal__V1__SetSlotsRequest *r)
@@ -922,6 +987,12 @@ static int check_op(vctx *c, const Shoal__V1__Request *q)
 			return fail(c, SH_EINVAL, "slot %u; at most %d",
 				    q->stream_slot->slot, SH_SLOTS - 1);
 		return SH_OK;
+	case SHOAL__V1__REQUEST__OP_EMBED:
+		path_push(c, "embed");
+		return check_embed(c, q->embed);
+	case SHOAL__V1__REQUEST__OP_SEARCH_TEXT:
+		path_push(c, "search_text");
+		return check_search_text(c, q->search_text);
 	case SHOAL__V1__REQUEST__OP_GET_MAP:
 		return SH_OK;
 	case SHOAL__V1__REQUEST__OP_ADD_NODE: {

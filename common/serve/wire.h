@@ -102,6 +102,11 @@
 #define SH_WIRE_MAX_NAME 64
 /* Declared payload indexes per collection. */
 #define SH_WIRE_MAX_PAYLOAD_INDEXES 64
+/* Texts per embed request: one batch of the embedding server at most. */
+#define SH_WIRE_MAX_TEXTS 1024
+/* One text, in bytes (DESIGN.md: 64 KiB, like a payload). Not
+ * configurable. */
+#define SH_WIRE_MAX_TEXT (64u << 10)
 /* Scroll and stream cursors, in bytes (they are opaque positions: a key). */
 #define SH_WIRE_MAX_CURSOR 1024
 

@@ -672,8 +672,8 @@ static void test_unknown_protocol_version_and_op(void **state)
 	q.protocol_version = 1;
 	assert_int_equal(recode(&q), SH_EINVAL);
 	assert_non_null(strstr(err, "no operation"));
-	/* an operation of a newer peer: field 40 */
-	uint8_t raw[] = {1 << 3 | 0, 1, 0xC2, 0x02, 0};
+	/* an operation of a newer peer: field 90 (reserved) */
+	uint8_t raw[] = {1 << 3 | 0, 1, 0xD2, 0x05, 0};
 	assert_int_equal(sh_wire_decode_request(raw, sizeof(raw), NULL, &r, err,
 						sizeof(err)),
 			 SH_EUNSUPPORTED);
