@@ -466,6 +466,57 @@ int shoal_scroll(shoal_client *c, const char *collection,
 int shoal_count(shoal_client *c, const char *collection, const shoal_filter *f,
 		bool exact, uint64_t *count, bool *is_exact);
 
+/* ---- Embedding (shoal-embed) ------------------------------------------- */
+
+/* The embedding tier: shoal-embed servers turn texts into vectors with a
+ * sentence model and search a collection by text (through their router).
+ * An embedder knows n servers; each model is served by the one that
+ * rendezvous hashing of the model's name over their URLs picks (the highest
+ * xxh64(name) seeded by each URL), so a model always goes to the same
+ * server and adding a server moves only the models that now hash to it.
+ * Thread-safe like shoal_client. */
+typedef struct shoal_embedder shoal_embedder;
+
+/* Connects to every server (a health round trip each). timeout_ms as in
+ * shoal_connect. *out is freed with shoal_embedder_close(). Returns
+ * SHOAL_OK, SHOAL_EINVAL, or the first server's connection error. */
+int shoal_embedder_connect(const char *const *urls, size_t n, int timeout_ms,
+			   shoal_embedder **out);
+void shoal_embedder_close(shoal_embedder *e);
+
+/* The URL of the server that serves model ("" or NULL: the servers'
+ * default model). Points into e. */
+const char *shoal_embedder_server_for(const shoal_embedder *e,
+				      const char *model);
+
+/* Vectors of texts, in order: n rows of dim floats (L2-normalised). */
+typedef struct shoal_embeddings {
+	float *vectors; /* n * dim floats */
+	size_t n;
+	size_t dim;
+	uint32_t cached; /* how many the server answered from its cache */
+	char model[65];	 /* the model that made them */
+} shoal_embeddings;
+
+void shoal_embeddings_free(shoal_embeddings *r);
+
+/* Embeds n texts (1..1024, each valid UTF-8 of at most 64 KiB) with model
+ * (NULL or "": the server's default). Texts longer than the model's token
+ * limit are truncated. Returns SHOAL_OK with *out, or SHOAL_EINVAL (bad
+ * text), SHOAL_ETOOBIG, SHOAL_ENOTFOUND (unknown model), SHOAL_EBUSY (the
+ * server is overloaded), a transport error. Blocks. */
+int shoal_embed(shoal_embedder *e, const char *model, const char *const *texts,
+		size_t n, shoal_embeddings **out);
+
+/* Searches collection with the embedding of text (the server embeds it
+ * and asks its router): as shoal_search with one query. Besides
+ * shoal_search's errors: SHOAL_EDIM when the model's dimension is not the
+ * collection's. Blocks. */
+int shoal_search_text(shoal_embedder *e, const char *model,
+		      const char *collection, const char *text,
+		      const shoal_search_options *opt,
+		      shoal_search_result **out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -85,6 +85,14 @@ int client_points_from_proto(Shoal__V1__Response *resp, Shoal__V1__Point **pts,
 			     size_t n, const uint8_t *cursor, size_t cursor_len,
 			     shoal_points **out);
 
+/* A search's result (resp->search or resp->search_text) → the public
+ * result for nq queries of at most k hits, keeping resp (freed on
+ * failure). */
+int client_search_result_from_proto(Shoal__V1__Response *resp,
+				    const Shoal__V1__SearchResult *res,
+				    size_t nq, uint32_t k,
+				    shoal_search_result **out);
+
 /* A NUL-terminated string from a response, never NULL. */
 static inline const char *client_str(const char *s)
 {

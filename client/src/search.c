@@ -53,6 +53,44 @@ static int query_from_proto(const Shoal__V1__QueryHits *in, uint32_t k,
 	return SHOAL_OK;
 }
 
+int client_search_result_from_proto(Shoal__V1__Response *resp,
+				    const Shoal__V1__SearchResult *res,
+				    size_t nq, uint32_t k,
+				    shoal_search_result **out)
+{
+	if (!res || res->n_results != nq) {
+		size_t got = res ? res->n_results : 0;
+		sh_wire_free_response(resp);
+		return client_fail(SHOAL_EINVAL,
+				   "malformed response: %zu results for %zu "
+				   "queries",
+				   got, nq);
+	}
+	shoal_search_result *r = calloc(1, sizeof(*r));
+	if (!r) {
+		sh_wire_free_response(resp);
+		return client_fail(SHOAL_ENOMEM, "out of memory");
+	}
+	r->internal_ = resp;
+	r->nodes_answered = res->nodes_answered;
+	r->nodes_asked = res->nodes_asked;
+	r->queries = calloc(nq ? nq : 1, sizeof(*r->queries));
+	if (!r->queries) {
+		shoal_search_result_free(r);
+		return client_fail(SHOAL_ENOMEM, "out of memory");
+	}
+	r->n_queries = nq;
+	int rc = SHOAL_OK;
+	for (size_t q = 0; q < nq && !rc; q++)
+		rc = query_from_proto(res->results[q], k, &r->queries[q], q);
+	if (rc) {
+		shoal_search_result_free(r);
+		return rc;
+	}
+	*out = r;
+	return client_ok();
+}
+
 int shoal_search_batch(shoal_client *c, const char *collection,
 		       const float *vectors, size_t nq, size_t dim,
 		       const shoal_search_options *opt,
@@ -108,40 +146,7 @@ int shoal_search_batch(shoal_client *c, const char *collection,
 	if ((rc = client_call(c, &req, opt->timeout_ms,
 			      SHOAL__V1__RESPONSE__RESULT_SEARCH, &resp)))
 		goto done;
-	const Shoal__V1__SearchResult *res = resp->search;
-	if (!res || res->n_results != nq) {
-		size_t got = res ? res->n_results : 0;
-		sh_wire_free_response(resp);
-		rc = client_fail(SHOAL_EINVAL,
-				 "malformed response: %zu results for %zu "
-				 "queries",
-				 got, nq);
-		goto done;
-	}
-	shoal_search_result *r = calloc(1, sizeof(*r));
-	if (!r) {
-		sh_wire_free_response(resp);
-		rc = client_fail(SHOAL_ENOMEM, "out of memory");
-		goto done;
-	}
-	r->internal_ = resp;
-	r->nodes_answered = res->nodes_answered;
-	r->nodes_asked = res->nodes_asked;
-	r->queries = calloc(nq ? nq : 1, sizeof(*r->queries));
-	if (!r->queries) {
-		shoal_search_result_free(r);
-		rc = client_fail(SHOAL_ENOMEM, "out of memory");
-		goto done;
-	}
-	r->n_queries = nq;
-	for (size_t q = 0; q < nq && !rc; q++)
-		rc = query_from_proto(res->results[q], k, &r->queries[q], q);
-	if (rc) {
-		shoal_search_result_free(r);
-		goto done;
-	}
-	*out = r;
-	rc = client_ok();
+	rc = client_search_result_from_proto(resp, resp->search, nq, k, out);
 done:
 	free(qs);
 	free(qp);

@@ -40,7 +40,7 @@ from ctypes import POINTER, byref, c_bool, c_char_p, c_float, c_int64, \
 from . import _lib
 from ._lib import lib
 
-__all__ = ["Client", "Filter", "Error", "Hit", "Hits", "Point",
+__all__ = ["Client", "Embedder", "Filter", "Error", "Hit", "Hits", "Point",
            "WriteResult", "MUST", "SHOULD", "MUST_NOT"]
 __version__ = "0.1.0"
 
@@ -689,3 +689,75 @@ class Client:
             _check(lib.shoal_count(self._h(), _b(collection), fp, exact,
                                    byref(n), byref(ex)))
         return n.value
+
+
+class Embedder:
+    """The embedding tier: shoal-embed servers that turn texts into vectors
+    and search collections by text. urls: one server URL or a list; a model
+    is served by the server that rendezvous hashing of its name picks, so
+    it always goes to the same one. Thread-safe; close() or use with."""
+
+    def __init__(self, urls, timeout_ms=10000):
+        if isinstance(urls, str):
+            urls = [urls]
+        arr = (c_char_p * len(urls))(*[_b(u) for u in urls])
+        h = c_void_p()
+        _check(lib.shoal_embedder_connect(arr, len(urls), timeout_ms,
+                                          byref(h)))
+        self._e = h
+
+    def close(self):
+        if getattr(self, "_e", None):
+            lib.shoal_embedder_close(self._e)
+            self._e = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def server_for(self, model=""):
+        """The URL of the server that serves model ("" = the default)."""
+        return lib.shoal_embedder_server_for(self._e, _b(model)).decode()
+
+    def embed(self, texts, model=""):
+        """Vectors of texts (a list of str, or one str): a list of lists of
+        floats, L2-normalised, in order. The server's cache answers texts
+        it has seen (see last_cached)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        arr = (c_char_p * len(texts))(*[_b(t) for t in texts])
+        out = POINTER(_lib.Embeddings)()
+        _check(lib.shoal_embed(self._e, _b(model), arr, len(texts),
+                               byref(out)))
+        try:
+            r = out.contents
+            d = r.dim
+            self.last_cached = r.cached
+            flat = r.vectors[:r.n * d]
+            return [flat[i * d:(i + 1) * d] for i in range(r.n)]
+        finally:
+            lib.shoal_embeddings_free(out)
+
+    def search_text(self, collection, text, k=10, filter=None, model="",
+                    ef=0, with_payload=True, with_vector=False,
+                    timeout_ms=0, min_coverage=0.0):
+        """Searches collection with the embedding of text (the server
+        embeds it and asks its router): a Hits list, as Client.search."""
+        out = POINTER(_lib.SearchResult)()
+        with _FilterArg(filter) as fp:
+            opt = _lib.SearchOptions(k, ef, fp, with_payload, with_vector,
+                                     timeout_ms, min_coverage)
+            _check(lib.shoal_search_text(self._e, _b(model), _b(collection),
+                                         _b(text), byref(opt), byref(out)))
+        try:
+            return Client._hits(out.contents)[0]
+        finally:
+            lib.shoal_search_result_free(out)

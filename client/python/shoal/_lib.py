@@ -53,6 +53,12 @@ class Points(Structure):
                 ("next_cursor_len", c_size_t), ("internal_", c_void_p)]
 
 
+class Embeddings(Structure):
+    _fields_ = [("vectors", POINTER(c_float)), ("n", c_size_t),
+                ("dim", c_size_t), ("cached", c_uint32),
+                ("model", ctypes.c_char * 65)]
+
+
 class SearchOptions(Structure):
     _fields_ = [("k", c_uint32), ("ef", c_uint32), ("filter", c_void_p),
                 ("with_payload", c_bool), ("with_vector", c_bool),
@@ -164,6 +170,16 @@ _sigs = {
                              POINTER(POINTER(Points))]),
     "shoal_count": (c_int, [c_void_p, c_char_p, c_void_p, c_bool,
                             POINTER(c_uint64), POINTER(c_bool)]),
+    "shoal_embedder_connect": (c_int, [POINTER(c_char_p), c_size_t, c_int,
+                                       POINTER(c_void_p)]),
+    "shoal_embedder_close": (None, [c_void_p]),
+    "shoal_embedder_server_for": (c_char_p, [c_void_p, c_char_p]),
+    "shoal_embed": (c_int, [c_void_p, c_char_p, POINTER(c_char_p), c_size_t,
+                            POINTER(POINTER(Embeddings))]),
+    "shoal_embeddings_free": (None, [POINTER(Embeddings)]),
+    "shoal_search_text": (c_int, [c_void_p, c_char_p, c_char_p, c_char_p,
+                                  POINTER(SearchOptions),
+                                  POINTER(POINTER(SearchResult))]),
 }
 for _name, (_res, _args) in _sigs.items():
     _f = getattr(lib, _name)
