@@ -10,6 +10,8 @@
 
 struct ctl {
 	const char *router;
+	const char *embed; /* shoal-embed URLs, comma-separated */
+	const char *model; /* "" = the embed server's default */
 	bool json;
 	int timeout_ms;
 };
@@ -21,6 +23,8 @@ void ctl_die(const char *fmt, ...)
 /* Dies with the SDK's message when rc is not SHOAL_OK. */
 void ctl_check(int rc, const char *what);
 shoal_client *ctl_connect(void);
+/* The embedding servers of --embed / $SHOAL_EMBED; dies when unreachable. */
+shoal_embedder *ctl_embedder(void);
 /* The parsed --filter text (NULL for none); dies on a bad one. */
 shoal_filter *ctl_filter(const char *text);
 /* Prints o as one line of JSON and frees it. */

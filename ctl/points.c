@@ -62,6 +62,8 @@ struct batch {
 	float *vecs;
 	char **payloads;
 	char **strids;
+	char **texts;	   /* a text to embed instead of a vector, or NULL */
+	shoal_embedder *e; /* opened at the first text */
 	size_t n, cap;
 	uint32_t dim;
 };
@@ -74,7 +76,8 @@ static void batch_init(struct batch *b, size_t cap)
 	b->vecs = malloc(cap * MAX_DIM * sizeof(float));
 	b->payloads = calloc(cap, sizeof(char *));
 	b->strids = calloc(cap, sizeof(char *));
-	if (!b->pts || !b->vecs || !b->payloads || !b->strids)
+	b->texts = calloc(cap, sizeof(char *));
+	if (!b->pts || !b->vecs || !b->payloads || !b->strids || !b->texts)
 		ctl_die("out of memory");
 }
 
@@ -83,9 +86,46 @@ static void batch_clear(struct batch *b)
 	for (size_t i = 0; i < b->n; i++) {
 		free(b->payloads[i]);
 		free(b->strids[i]);
-		b->payloads[i] = b->strids[i] = NULL;
+		free(b->texts[i]);
+		b->payloads[i] = b->strids[i] = b->texts[i] = NULL;
 	}
 	b->n = 0;
+}
+
+/* Embeds the texts of the batch (points given a "text" instead of a
+ * "vector"), 1024 per request. */
+static void embed_texts(struct batch *b)
+{
+	const char *texts[1024];
+	size_t pos[1024], nt = 0;
+	for (size_t i = 0; i <= b->n; i++) {
+		if (i < b->n && b->texts[i]) {
+			texts[nt] = b->texts[i];
+			pos[nt++] = i;
+		}
+		if (nt == 0 || (nt < 1024 && i < b->n))
+			continue;
+		if (!b->e)
+			b->e = ctl_embedder();
+		shoal_embeddings *em;
+		int rc = shoal_embed(b->e, ctl.model, texts, nt, &em);
+		if (rc != SHOAL_OK)
+			ctl_die("import: embedding: %s (%s)",
+				shoal_last_error(), shoal_errname(rc));
+		if (em->dim > MAX_DIM)
+			ctl_die(
+			    "import: the model's dimension %zu is too large",
+			    em->dim);
+		for (size_t j = 0; j < nt; j++) {
+			float *v = b->vecs + pos[j] * MAX_DIM;
+			memcpy(v, em->vectors + j * em->dim,
+			       em->dim * sizeof(float));
+			b->pts[pos[j]].vector = v;
+			b->pts[pos[j]].dim = em->dim;
+		}
+		shoal_embeddings_free(em);
+		nt = 0;
+	}
 }
 
 static void batch_send(shoal_client *c, const char *coll, struct batch *b,
@@ -93,6 +133,7 @@ static void batch_send(shoal_client *c, const char *coll, struct batch *b,
 {
 	if (!b->n)
 		return;
+	embed_texts(b);
 	shoal_write_result *wr = NULL;
 	int rc = shoal_upsert(c, coll, b->pts, b->n, &wr);
 	if (rc != SHOAL_OK) {
@@ -175,24 +216,33 @@ static void import_jsonl(shoal_client *c, const char *coll, FILE *f,
 		}
 		const cJSON *vec =
 		    cJSON_GetObjectItemCaseSensitive(o, "vector");
-		int dim = cJSON_GetArraySize(vec);
-		if (!cJSON_IsArray(vec) || dim <= 0 || dim > MAX_DIM)
-			ctl_die("import: line %" PRIu64 ": \"vector\" must be "
-				"an array of 1..%d numbers",
-				lineno, MAX_DIM);
-		float *v = b->vecs + b->n * MAX_DIM;
-		int j = 0;
-		const cJSON *x;
-		cJSON_ArrayForEach(x, vec)
-		{
-			if (!cJSON_IsNumber(x))
-				ctl_die("import: line %" PRIu64 ": vector[%d] "
-					"is not a number",
-					lineno, j);
-			v[j++] = (float)x->valuedouble;
+		const cJSON *txt = cJSON_GetObjectItemCaseSensitive(o, "text");
+		if (!vec && cJSON_IsString(txt)) {
+			/* embedded with its batch (embed_texts) */
+			b->texts[b->n] = strdup(txt->valuestring);
+			if (!b->texts[b->n])
+				ctl_die("out of memory");
+		} else {
+			int dim = cJSON_GetArraySize(vec);
+			if (!cJSON_IsArray(vec) || dim <= 0 || dim > MAX_DIM)
+				ctl_die("import: line %" PRIu64
+					": \"vector\" must be an array of "
+					"1..%d numbers (or give a \"text\")",
+					lineno, MAX_DIM);
+			float *v = b->vecs + b->n * MAX_DIM;
+			int j = 0;
+			const cJSON *x;
+			cJSON_ArrayForEach(x, vec)
+			{
+				if (!cJSON_IsNumber(x))
+					ctl_die("import: line %" PRIu64
+						": vector[%d] is not a number",
+						lineno, j);
+				v[j++] = (float)x->valuedouble;
+			}
+			pt->vector = v;
+			pt->dim = (size_t)dim;
 		}
-		pt->vector = v;
-		pt->dim = (size_t)dim;
 		const cJSON *pl =
 		    cJSON_GetObjectItemCaseSensitive(o, "payload");
 		if (pl && !cJSON_IsNull(pl)) {
@@ -263,6 +313,8 @@ int ctl_import(int argc, char **argv)
 	free(b.vecs);
 	free(b.payloads);
 	free(b.strids);
+	free(b.texts);
+	shoal_embedder_close(b.e);
 	shoal_close(c);
 	return 0;
 }
@@ -368,7 +420,8 @@ int ctl_search(int argc, char **argv)
 {
 	if (argc < 1)
 		ctl_die("search COLLECTION (--vector V | --query-file F) ...");
-	const char *coll = argv[0], *vtext = NULL, *qfile = NULL, *ftext = NULL;
+	const char *coll = argv[0], *vtext = NULL, *qfile = NULL, *ftext = NULL,
+		   *text = NULL;
 	shoal_search_options so = SHOAL_SEARCH_OPTIONS_INIT;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -383,6 +436,8 @@ int ctl_search(int argc, char **argv)
 			vtext = v;
 		else if (!strcmp(a, "--query-file"))
 			qfile = v;
+		else if (!strcmp(a, "--text"))
+			text = v;
 		else if (!strcmp(a, "--filter"))
 			ftext = v;
 		else if (!strcmp(a, "--k"))
@@ -394,11 +449,24 @@ int ctl_search(int argc, char **argv)
 		else
 			ctl_die("search: unknown flag %s", a);
 	}
-	if (!vtext == !qfile)
-		ctl_die("search: give --vector or --query-file");
+	if ((vtext != NULL) + (qfile != NULL) + (text != NULL) != 1)
+		ctl_die("search: give one of --vector, --query-file, --text");
 	float *q = NULL;
 	size_t nq = 0, dim = 0;
-	if (vtext) {
+	if (text) {
+		/* one vector, made by the embedding server */
+		shoal_embedder *e = ctl_embedder();
+		shoal_embeddings *em;
+		ctl_check(shoal_embed(e, ctl.model, &text, 1, &em), "--text");
+		shoal_embedder_close(e);
+		q = malloc(em->dim * sizeof(float));
+		if (!q)
+			ctl_die("out of memory");
+		memcpy(q, em->vectors, em->dim * sizeof(float));
+		dim = em->dim;
+		nq = 1;
+		shoal_embeddings_free(em);
+	} else if (vtext) {
 		q = malloc(MAX_DIM * sizeof(float));
 		const char *s = vtext;
 		while (q && *s && dim < MAX_DIM) {

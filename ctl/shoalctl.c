@@ -22,7 +22,7 @@
 #include "ctl.h"
 #include "shoal.h"
 
-struct ctl ctl = {.router = NULL, .timeout_ms = 10000};
+struct ctl ctl = {.router = NULL, .model = "", .timeout_ms = 10000};
 
 void ctl_die(const char *fmt, ...)
 {
@@ -53,10 +53,16 @@ static void usage(FILE *f)
 {
 	fprintf(
 	    f,
-	    "usage: shoalctl [--router URL] [--json] [--timeout MS] COMMAND\n"
+	    "usage: shoalctl [--router URL] [--embed URL[,URL...]] [--model "
+	    "M]\n"
+	    "                [--json] [--timeout MS] COMMAND\n"
 	    "\n"
 	    "The router: --router, else $SHOAL_ROUTER, else "
 	    "tcp://127.0.0.1:7000.\n"
+	    "Embedding servers (search --text, import of texts): --embed, "
+	    "else\n"
+	    "$SHOAL_EMBED, else tcp://127.0.0.1:7200; --model picks the "
+	    "model.\n"
 	    "\n"
 	    "cluster:\n"
 	    "  status                       nodes, health, slots and points\n"
@@ -73,8 +79,9 @@ static void usage(FILE *f)
 	    "points:\n"
 	    "  import COLLECTION FILE       .fvecs (ids from --id-start, "
 	    "default 0)\n"
-	    "      or JSON lines {\"id\", \"vector\", \"payload\", "
-	    "\"version\"};\n"
+	    "      or JSON lines {\"id\", \"vector\" or \"text\", "
+	    "\"payload\", \"version\"}\n"
+	    "      (texts are embedded on the way in);\n"
 	    "      [--batch 256] [--id-start N]\n"
 	    "  export COLLECTION [--filter TEXT] [--with-vector] [--out "
 	    "FILE]\n"
@@ -84,6 +91,24 @@ static void usage(FILE *f)
 	    "      [--k 10] [--ef N] [--filter TEXT] [--with-payload]\n"
 	    "      [--min-coverage F]\n"
 	    "  count COLLECTION [--filter TEXT]\n");
+}
+
+shoal_embedder *ctl_embedder(void)
+{
+	char *list = strdup(ctl.embed);
+	const char *urls[64];
+	size_t n = 0;
+	for (char *t = strtok(list, ","); t && n < 64; t = strtok(NULL, ","))
+		if (*t)
+			urls[n++] = t;
+	shoal_embedder *e = NULL;
+	int rc = n ? shoal_embedder_connect(urls, n, ctl.timeout_ms, &e)
+		   : SHOAL_EINVAL;
+	free(list);
+	if (rc != SHOAL_OK)
+		ctl_die("cannot reach the embedding server %s: %s (%s)",
+			ctl.embed, shoal_last_error(), shoal_errname(rc));
+	return e;
 }
 
 shoal_client *ctl_connect(void)
@@ -315,6 +340,9 @@ int main(int argc, char **argv)
 	ctl.router = getenv("SHOAL_ROUTER");
 	if (!ctl.router || !*ctl.router)
 		ctl.router = "tcp://127.0.0.1:7000";
+	ctl.embed = getenv("SHOAL_EMBED");
+	if (!ctl.embed || !*ctl.embed)
+		ctl.embed = "tcp://127.0.0.1:7200";
 	int i = 1;
 	for (; i < argc && !strncmp(argv[i], "--", 2); i++) {
 		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -324,6 +352,10 @@ int main(int argc, char **argv)
 			ctl.json = true;
 		} else if (!strcmp(argv[i], "--router") && i + 1 < argc) {
 			ctl.router = argv[++i];
+		} else if (!strcmp(argv[i], "--embed") && i + 1 < argc) {
+			ctl.embed = argv[++i];
+		} else if (!strcmp(argv[i], "--model") && i + 1 < argc) {
+			ctl.model = argv[++i];
 		} else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) {
 			ctl.timeout_ms = atoi(argv[++i]);
 			if (ctl.timeout_ms <= 0)
