@@ -89,7 +89,6 @@ static void usage(FILE *f)
 	    "  search COLLECTION (--vector 0.1,0.2,... | --query-file F.fvecs "
 	    "|\n"
 	    "      --text \"words\")\n"
-	    "F.fvecs)\n"
 	    "      [--k 10] [--ef N] [--filter TEXT] [--with-payload]\n"
 	    "      [--min-coverage F]\n"
 	    "  count COLLECTION [--filter TEXT]\n");
