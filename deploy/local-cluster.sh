@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # A local shoal cluster on this machine: one router and N nodes on loopback,
-# each with its data dir and log under one folder.
+# each with its data dir and log under one folder, and one shoal-embed
+# (the embedding server, with the MiniLM model of deploy/fetch-model.sh)
+# when it is built and the model is installed.
 #
 #   deploy/local-cluster.sh up [--nodes N] [--dir DIR]   start (default 3 nodes)
 #   deploy/local-cluster.sh status [--dir DIR]           who runs, health
 #   deploy/local-cluster.sh down [--dir DIR]             stop cleanly (SIGTERM)
 #   deploy/local-cluster.sh url [--dir DIR]              print the router URL
+#   deploy/local-cluster.sh embed-url [--dir DIR]        print shoal-embed's URL
 #
 # DIR defaults to ./shoal-cluster. The first `up` picks free ports and
 # writes them to DIR/cluster.env; later `up`s reuse them, so the router's
@@ -93,6 +96,10 @@ cmd_up() {
       done
     } >"$env_file"
   fi
+  if ! grep -q '^EMBED_PORT=' "$env_file"; then
+    read -r -a p <<<"$(free_ports 2)"
+    { echo "EMBED_PORT=${p[0]}"; echo "EMBED_METRICS=${p[1]}"; } >>"$env_file"
+  fi
   # shellcheck disable=SC1090
   source "$env_file"
   local list=""
@@ -116,15 +123,27 @@ cmd_up() {
     [[ $(health "http://127.0.0.1:$ROUTER_METRICS") == 200 ]] && break
     sleep 0.1
   done
+  local model=$here/models/all-MiniLM-L6-v2
+  if [[ -x $build/embed/shoal-embed && -f $model/config.json ]]; then
+    if ! alive "$dir/embed.pid"; then
+      launch embed "$build/embed/shoal-embed" \
+        --listen "tcp://127.0.0.1:$EMBED_PORT" \
+        --metrics "127.0.0.1:$EMBED_METRICS" --model "minilm=$model" \
+        --router "tcp://127.0.0.1:$ROUTER_PORT"
+    fi
+    wait_ready embed
+  fi
   echo "local-cluster: up: router tcp://127.0.0.1:$ROUTER_PORT" \
-    "(metrics http://127.0.0.1:$ROUTER_METRICS), $NODES nodes, data in $dir" >&2
+    "(metrics http://127.0.0.1:$ROUTER_METRICS), $NODES nodes," \
+    "$(alive "$dir/embed.pid" && echo "shoal-embed tcp://127.0.0.1:$EMBED_PORT," )" \
+    "data in $dir" >&2
 }
 
 cmd_down() {
   [[ -f $env_file ]] || { echo "local-cluster: nothing in $dir" >&2; return 0; }
   # shellcheck disable=SC1090
   source "$env_file"
-  local names=(router)
+  local names=(embed router)
   for ((i = 1; i <= NODES; i++)); do names+=("node$i"); done
   for n in "${names[@]}"; do
     alive "$dir/$n.pid" && kill -TERM "$(cat "$dir/$n.pid")" 2>/dev/null || true
@@ -151,6 +170,12 @@ cmd_status() {
   h=$(health "http://127.0.0.1:$ROUTER_METRICS")
   [[ $h == 200 ]] || rc=1
   printf '%-8s %-8s %-26s %s\n' router "$pid" "tcp://127.0.0.1:$ROUTER_PORT" "$h"
+  if [[ -n ${EMBED_PORT:-} && -f $dir/embed.pid ]]; then
+    pid=$(alive "$dir/embed.pid" && cat "$dir/embed.pid" || echo -)
+    h=$(health "http://127.0.0.1:$EMBED_METRICS")
+    [[ $h == 200 ]] || rc=1
+    printf '%-8s %-8s %-26s %s\n' embed "$pid" "tcp://127.0.0.1:$EMBED_PORT" "$h"
+  fi
   for ((i = 1; i <= NODES; i++)); do
     local port_var=NODE${i}_PORT metrics_var=NODE${i}_METRICS
     pid=$(alive "$dir/node$i.pid" && cat "$dir/node$i.pid" || echo -)
@@ -168,10 +193,19 @@ cmd_url() {
   echo "tcp://127.0.0.1:$ROUTER_PORT"
 }
 
+cmd_embed_url() {
+  [[ -f $env_file ]] || die "no cluster in $dir"
+  # shellcheck disable=SC1090
+  source "$env_file"
+  [[ -n ${EMBED_PORT:-} ]] || die "no shoal-embed in $dir"
+  echo "tcp://127.0.0.1:$EMBED_PORT"
+}
+
 case $cmd in
   up) cmd_up ;;
+  embed-url) cmd_embed_url ;;
   down) cmd_down ;;
   status) cmd_status ;;
   url) cmd_url ;;
-  *) echo "usage: $0 up|down|status|url [--nodes N] [--dir DIR]" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|url|embed-url [--nodes N] [--dir DIR]" >&2; exit 2 ;;
 esac
