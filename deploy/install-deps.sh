@@ -23,7 +23,7 @@ pkgs=(
   # embedding tier and ingestion
   libutf8proc-dev libopenblas-dev librdkafka-dev
   # real benchmark data (Fashion-MNIST product images) and its reader
-  dataset-fashion-mnist zlib1g-dev
+  dataset-fashion-mnist zlib1g-dev wordnet-base python3-yaml
   # tests (clang + its runtime for the libFuzzer targets)
   libcmocka-dev clang libclang-rt-14-dev
   # benchmark peers

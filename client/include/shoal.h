@@ -381,11 +381,14 @@ typedef struct shoal_search_options {
 	 * results to be accepted; 0 = every node must answer (the default;
 	 * a missing node fails the search). */
 	float min_coverage;
+	/* Exact search: distances to every point that passes the filter,
+	 * no graph. Slow; for ground truth and small collections. */
+	bool exact;
 } shoal_search_options;
 
 #define SHOAL_SEARCH_OPTIONS_INIT                                              \
 	{                                                                      \
-		10, 0, NULL, false, false, 0, 0.0f                             \
+		10, 0, NULL, false, false, 0, 0.0f, false                      \
 	}
 
 typedef enum shoal_plan {

@@ -189,6 +189,7 @@ int shoal_search_text(shoal_embedder *e, const char *model,
 	sr.with_payload = opt->with_payload;
 	sr.with_vector = opt->with_vector;
 	sr.min_coverage = opt->min_coverage;
+	sr.exact = opt->exact;
 	Shoal__V1__SearchTextRequest st = SHOAL__V1__SEARCH_TEXT_REQUEST__INIT;
 	st.model = (char *)model;
 	st.text = (char *)text;

@@ -139,6 +139,7 @@ int shoal_search_batch(shoal_client *c, const char *collection,
 	sr.with_payload = opt->with_payload;
 	sr.with_vector = opt->with_vector;
 	sr.min_coverage = opt->min_coverage;
+	sr.exact = opt->exact;
 	Shoal__V1__Request req = SHOAL__V1__REQUEST__INIT;
 	req.op_case = SHOAL__V1__REQUEST__OP_SEARCH;
 	req.search = &sr;

@@ -152,10 +152,11 @@ class ClusterTest(unittest.TestCase):
         for t in range(12):
             q = vec(5000 + t)
             for f in filters:
-                # ef above the collection size: each node's answer is exact
                 a = self.router.search("products", q, k=15, filter=f,
-                                       ef=2000, with_payload=True)
-                b = self.ref.search("products", q, k=15, filter=f, ef=2000)
+                                       exact=True, with_payload=True)
+                b = self.ref.search("products", q, k=15, filter=f,
+                                    exact=True)
+                self.assertEqual(b.plan, "exact_scan")
                 self.assertEqual([h.id for h in a], [h.id for h in b], f)
                 for x, y in zip(a, b):
                     self.assertAlmostEqual(x.distance, y.distance, places=4)

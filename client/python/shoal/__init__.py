@@ -612,18 +612,19 @@ class Client:
 
     def search_batch(self, collection, vectors, k=10, filter=None, ef=0,
                      with_payload=False, with_vector=False, timeout_ms=0,
-                     min_coverage=0.0):
+                     min_coverage=0.0, exact=False):
         """The k nearest neighbours of each of vectors (a list of vectors
         or a 2-d numpy array): a list of Hits, one per query, in order.
         filter: text or Filter; ef: candidate list (0 = the collection's);
         timeout_ms: this request's deadline (0 = the client's);
         min_coverage: the fraction of a router's nodes that must answer
-        for partial results to be accepted (0 = all)."""
+        for partial results to be accepted (0 = all); exact: distances to
+        every passing point instead of the graph (slow; ground truth)."""
         ptr, nq, dim, keep = _matrix(vectors)
         out = POINTER(_lib.SearchResult)()
         with _FilterArg(filter) as fp:
             opt = _lib.SearchOptions(k, ef, fp, with_payload, with_vector,
-                                     timeout_ms, min_coverage)
+                                     timeout_ms, min_coverage, exact)
             _check(lib.shoal_search_batch(self._h(), _b(collection), ptr,
                                           nq, dim, byref(opt), byref(out)))
         del keep
@@ -748,13 +749,13 @@ class Embedder:
 
     def search_text(self, collection, text, k=10, filter=None, model="",
                     ef=0, with_payload=True, with_vector=False,
-                    timeout_ms=0, min_coverage=0.0):
+                    timeout_ms=0, min_coverage=0.0, exact=False):
         """Searches collection with the embedding of text (the server
         embeds it and asks its router): a Hits list, as Client.search."""
         out = POINTER(_lib.SearchResult)()
         with _FilterArg(filter) as fp:
             opt = _lib.SearchOptions(k, ef, fp, with_payload, with_vector,
-                                     timeout_ms, min_coverage)
+                                     timeout_ms, min_coverage, exact)
             _check(lib.shoal_search_text(self._e, _b(model), _b(collection),
                                          _b(text), byref(opt), byref(out)))
         try:

@@ -62,7 +62,7 @@ class Embeddings(Structure):
 class SearchOptions(Structure):
     _fields_ = [("k", c_uint32), ("ef", c_uint32), ("filter", c_void_p),
                 ("with_payload", c_bool), ("with_vector", c_bool),
-                ("timeout_ms", c_uint32), ("min_coverage", c_float)]
+                ("timeout_ms", c_uint32), ("min_coverage", c_float), ("exact", c_bool)]
 
 
 class Hit(Structure):
