@@ -133,20 +133,6 @@ static int node_health(void *ctx)
 	return st == SH_NODE_SERVING ? 1 : st == SH_NODE_STOPPING ? 2 : 0;
 }
 
-static int write_ready(const char *path, const sh_server *s)
-{
-	char tmp[4096];
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	FILE *f = fopen(tmp, "w");
-	if (!f)
-		return -1;
-	fprintf(f, "listen=%s\nmetrics=%s\npid=%ld\n", sh_server_listen_url(s),
-		sh_server_metrics_url(s), (long)getpid());
-	if (fclose(f) != 0)
-		return -1;
-	return rename(tmp, path);
-}
-
 int main(int argc, char **argv)
 {
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -297,7 +283,7 @@ int main(int argc, char **argv)
 		*sh_server_metrics_url(a.server)
 		    ? sh_server_metrics_url(a.server)
 		    : "(none)");
-	if (c.ready_file && write_ready(c.ready_file, a.server) != 0)
+	if (c.ready_file && sh_server_write_ready(a.server, c.ready_file) != 0)
 		sh_warn("node", "cannot write --ready-file %s", c.ready_file);
 
 	a.loop = uv_default_loop();

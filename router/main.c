@@ -54,20 +54,6 @@ static void on_signal(uv_signal_t *h, int signum)
 	uv_close((uv_handle_t *)&a->sigterm, NULL);
 }
 
-static int write_ready(const char *path, const sh_server *s)
-{
-	char tmp[4096];
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	FILE *f = fopen(tmp, "w");
-	if (!f)
-		return -1;
-	fprintf(f, "listen=%s\nmetrics=%s\npid=%ld\n", sh_server_listen_url(s),
-		sh_server_metrics_url(s), (long)getpid());
-	if (fclose(f) != 0)
-		return -1;
-	return rename(tmp, path);
-}
-
 /* Splits a comma-separated list in place. */
 static size_t split_list(char *s, const char **out, size_t cap)
 {
@@ -200,7 +186,7 @@ int main(int argc, char **argv)
 		*sh_server_metrics_url(a.server)
 		    ? sh_server_metrics_url(a.server)
 		    : "(none)");
-	if (ready_file && write_ready(ready_file, a.server) != 0)
+	if (ready_file && sh_server_write_ready(a.server, ready_file) != 0)
 		sh_warn("router", "cannot write --ready-file %s", ready_file);
 
 	a.loop = uv_default_loop();

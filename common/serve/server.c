@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "error.h"
 #include "log.h"
@@ -334,6 +335,20 @@ const char *sh_server_listen_url(const sh_server *s)
 const char *sh_server_metrics_url(const sh_server *s)
 {
 	return s->metrics_url;
+}
+
+int sh_server_write_ready(const sh_server *s, const char *path)
+{
+	char tmp[4200];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	FILE *f = fopen(tmp, "w");
+	if (!f)
+		return -1;
+	fprintf(f, "listen=%s\nmetrics=%s\npid=%ld\n", s->listen_url,
+		s->metrics_url, (long)getpid());
+	if (fclose(f) != 0)
+		return -1;
+	return rename(tmp, path);
 }
 
 static void sleep_ms(int ms)

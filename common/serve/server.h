@@ -57,6 +57,11 @@ int sh_server_start(const sh_server_handler *h, const sh_server_opts *o,
 const char *sh_server_listen_url(const sh_server *s);
 const char *sh_server_metrics_url(const sh_server *s); /* "" when none */
 
+/* Writes `listen=URL`, `metrics=URL` and `pid=N` lines to path (through a
+ * temporary file and a rename, so a reader never sees half of it): how
+ * scripts and tests that bind port 0 learn the addresses. 0 or -1. */
+int sh_server_write_ready(const sh_server *s, const char *path);
+
 /* Stops: the listener closes (no new connections), the handler should
  * answer what still arrives with EBUSY (its state is the caller's), the
  * requests in flight finish and their answers are sent, the socket closes
