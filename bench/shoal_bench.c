@@ -34,6 +34,7 @@
 #include "hnsw.h"
 #include "bench_util.h"
 #include "cluster_bench.h"
+#include "embed_bench.h"
 #include "fmnist.h"
 #include "node_bench.h"
 #include "peers.h"
@@ -377,6 +378,9 @@ static void usage(FILE *f)
 "  shoal-bench node --base B.fvecs --queries Q.fvecs --gt G.ivecs\n"
 "                   [--node-bin PATH] [--k 10] [--efs 16,32,...]\n"
 "                   [--threads 1,2,4] [--seconds 3] [--nq 1000]\n"
+"  shoal-bench embed [--embed-bin PATH] [--model NAME=DIR]\n"
+"                   [--backends cpu,cuda] [--concurrency 1,8,64]\n"
+"                   [--seconds 3] [--max-batch 64] [--delay-us 2000]\n"
 "  shoal-bench --help\n"
 "\n"
 "hnsw: build an HNSW index of the base vectors with each engine, then for\n"
@@ -412,7 +416,12 @@ static void usage(FILE *f)
 "Writes DIR/base.fvecs, query.fvecs, groundtruth.ivecs, base.labels,\n"
 "query.labels.\n"
 "  --n N  --dim D  --queries NQ  --out DIR  [--seed S (default 1)]\n"
-"  [--clusters C (default 100)]\n",
+"  [--clusters C (default 100)]\n"
+"\n"
+"embed: starts shoal-embed (batching on, off, and the cache-hit path) per\n"
+"backend present and measures texts/s, p50/p99 of one-text requests of\n"
+"short product queries at each client concurrency; --url URL measures a\n"
+"server started elsewhere instead. See bench/embed_bench.c.\n",
 		f);
 	/* clang-format on */
 }
@@ -1654,12 +1663,16 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "cluster"))
 		return cmd_cluster(argc, argv);
 #endif
+#ifdef SHOAL_BENCH_EMBED
+	if (!strcmp(argv[1], "embed"))
+		return cmd_embed(argc, argv);
+#endif
 #ifdef SHOAL_BENCH_FMNIST
 	if (!strcmp(argv[1], "fmnist"))
 		return cmd_fmnist(argc, argv);
 #endif
-	errf("unknown command '%s' (hnsw, gen, fmnist, node or cluster; try "
-	     "--help)",
+	errf("unknown command '%s' (hnsw, gen, fmnist, node, cluster or "
+	     "embed; try --help)",
 	     argv[1]);
 	return 2;
 }

@@ -1,0 +1,362 @@
+/* shoal-embed: the embedding tier. Flags and config file
+ * (common/serve/flags), the libuv loop (signals), the embedding core
+ * (embed_server.h) and the shared network side (common/serve/server.h). */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "error.h"
+#include "flags.h"
+#include "embed_server.h"
+#include "log.h"
+#include "server.h"
+#include "shoal_config.h"
+
+#ifndef SHOAL_MODELS_DIR
+#define SHOAL_MODELS_DIR "models"
+#endif
+
+struct cfg {
+	const char *listen, *metrics, *config, *log_level, *ready_file;
+	const char *model, *router, *data_dir;
+	int backend;
+	bool batching;
+	int64_t max_batch, max_queue_delay_us, max_queue, cache_entries;
+	int64_t threads, drain_ms, timeout_ms;
+	uint64_t max_message, cache_bytes;
+};
+
+struct app {
+	uv_loop_t *loop;
+	uv_signal_t sigint, sigterm;
+	bool stopping;
+	sh_embed_server *es;
+	sh_server *server;
+	int drain_ms;
+};
+
+static int e_handle(void *ctx, const uint8_t *req, size_t len, uint8_t **out,
+		    size_t *outlen)
+{
+	return sh_embed_server_handle(ctx, req, len, out, outlen);
+}
+
+static void e_metrics(void *ctx, FILE *f)
+{
+	sh_embed_server_metrics(ctx, f);
+}
+
+static int e_health(void *ctx)
+{
+	return sh_embed_server_get_state(ctx);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	struct app *a = h->data;
+	if (a->stopping)
+		return;
+	a->stopping = true;
+	sh_info("embed", "%s: shutting down", strsignal(signum));
+	sh_embed_server_set_state(a->es, 2);
+	sh_server_stop(a->server, a->drain_ms);
+	a->server = NULL;
+	uv_close((uv_handle_t *)&a->sigint, NULL);
+	uv_close((uv_handle_t *)&a->sigterm, NULL);
+}
+
+/* --model may be repeated on the command line (flags.h keeps the last
+ * value of a flag): the values of every --model before the first
+ * argument are joined with commas. Returns a malloc'd list, or NULL when
+ * --model appears at most once. */
+static char *joined_models(int argc, char **argv)
+{
+	size_t cap = 1, count = 0;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--"))
+			break;
+		if (!strcmp(argv[i], "--model") && i + 1 < argc)
+			cap += strlen(argv[++i]) + 1, count++;
+		else if (!strncmp(argv[i], "--model=", 8))
+			cap += strlen(argv[i]) + 1, count++;
+	}
+	if (count < 2)
+		return NULL;
+	char *s = calloc(1, cap);
+	if (!s)
+		return NULL;
+	for (int i = 1; i < argc; i++) {
+		const char *v = NULL;
+		if (!strcmp(argv[i], "--"))
+			break;
+		if (!strcmp(argv[i], "--model") && i + 1 < argc)
+			v = argv[++i];
+		else if (!strncmp(argv[i], "--model=", 8))
+			v = argv[i] + 8;
+		if (v) {
+			if (*s)
+				strcat(s, ",");
+			strcat(s, v);
+		}
+	}
+	return s;
+}
+
+/* Splits "name=dir,name=dir" in place into specs. Returns the count, or
+ * -1 with a message. */
+static int parse_models(char *list, sh_embed_model_spec *specs, int max,
+			char *err, size_t errlen)
+{
+	int n = 0;
+	char *save = NULL;
+	for (char *tok = strtok_r(list, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(tok, '=');
+		if (!eq || eq == tok || !eq[1]) {
+			snprintf(err, errlen, "--model %s: expected NAME=DIR",
+				 tok);
+			return -1;
+		}
+		if (n == max) {
+			snprintf(err, errlen, "more than %d models", max);
+			return -1;
+		}
+		*eq = 0;
+		specs[n].name = tok;
+		specs[n].dir = eq + 1;
+		n++;
+	}
+	if (n == 0)
+		snprintf(err, errlen, "--model: expected NAME=DIR");
+	return n ? n : -1;
+}
+
+int main(int argc, char **argv)
+{
+	struct cfg c = {
+	    .listen = "tcp://127.0.0.1:7200",
+	    .metrics = "127.0.0.1:9200",
+	    .log_level = "info",
+	    .batching = true,
+	    .max_batch = 0,
+	    .max_queue_delay_us = 2000,
+	    .max_queue = 4096,
+	    .cache_entries = 100000,
+	    .threads = 0,
+	    .drain_ms = 5000,
+	    .timeout_ms = 30000,
+	    .max_message = 64u << 20,
+	};
+	sh_flag flags[] = {
+	    {"listen", SH_FLAG_STR, &c.listen,
+	     "nng URL to serve requests on (port 0: any free port)", NULL, 0,
+	     0},
+	    {"metrics", SH_FLAG_STR, &c.metrics,
+	     "IPV4:PORT of the HTTP listener for /metrics and /healthz "
+	     "(\"\" for none)",
+	     NULL, 0, 0},
+	    {"model", SH_FLAG_STR, &c.model,
+	     "NAME=DIR of a sentence-transformers model; repeat the flag (or "
+	     "give NAME=DIR,NAME=DIR) for several; the first is the default. "
+	     "Unset: minilm=" SHOAL_MODELS_DIR "/all-MiniLM-L6-v2",
+	     NULL, 0, 0},
+	    {"backend", SH_FLAG_CHOICE, &c.backend,
+	     "auto (CUDA when a GPU is usable, else CPU), cpu or cuda",
+	     "auto|cpu|cuda", 0, 0},
+	    {"max-batch", SH_FLAG_INT, &c.max_batch,
+	     "texts per forward pass (0: 64 on the CPU, 512 on CUDA)", NULL, 0,
+	     1024},
+	    {"max-queue-delay-us", SH_FLAG_INT, &c.max_queue_delay_us,
+	     "longest wait of the oldest queued text for others to batch with",
+	     NULL, 0, 10000000},
+	    {"batching", SH_FLAG_BOOL, &c.batching,
+	     "dynamic batching (--no-batching: each request runs alone)", NULL,
+	     0, 0},
+	    {"max-queue", SH_FLAG_INT, &c.max_queue,
+	     "texts waiting per model; beyond, requests get EBUSY "
+	     "\"overloaded\" (at least --max-batch)",
+	     NULL, 1, 100000000},
+	    {"cache-entries", SH_FLAG_INT, &c.cache_entries,
+	     "query cache size in vectors (0: no cache)", NULL, 0, 1000000000},
+	    {"cache-bytes", SH_FLAG_SIZE, &c.cache_bytes,
+	     "bound on the cache's memory (keys, vectors, bookkeeping; 0: "
+	     "--cache-entries alone bounds it)",
+	     NULL, 0, 0},
+	    {"router", SH_FLAG_STR, &c.router,
+	     "nng URL of the shoal-router that search_text searches through",
+	     NULL, 0, 0},
+	    {"timeout-ms", SH_FLAG_INT, &c.timeout_ms,
+	     "deadline of requests that set none (timeout_ms 0)", NULL, 1,
+	     3600000},
+	    {"threads", SH_FLAG_INT, &c.threads,
+	     "worker threads, each holding one request while it waits for its "
+	     "batch (0: 2 x max batch, at least 64)",
+	     NULL, 0, 4096},
+	    {"max-message", SH_FLAG_SIZE, &c.max_message,
+	     "largest request accepted (bigger: ETOOBIG)", NULL, 4096,
+	     (int64_t)1 << 31},
+	    {"drain-ms", SH_FLAG_INT, &c.drain_ms,
+	     "on SIGTERM/SIGINT, how long requests in flight may take to "
+	     "finish",
+	     NULL, 0, 600000},
+	    {"data-dir", SH_FLAG_STR, &c.data_dir,
+	     "unused (shoal-embed keeps no data); accepted so that scripts "
+	     "start every shoal server alike",
+	     NULL, 0, 0},
+	    {"ready-file", SH_FLAG_STR, &c.ready_file,
+	     "once serving, write listen=URL, metrics=URL and pid=N here "
+	     "(for scripts and tests that bind port 0)",
+	     NULL, 0, 0},
+	    {"log-level", SH_FLAG_STR, &c.log_level, "debug|info|warn|error",
+	     NULL, 0, 0},
+	    {"config", SH_FLAG_STR, &c.config,
+	     "file of `name = value` lines, read before the command line", NULL,
+	     0, 0},
+	};
+	size_t nflags = sizeof(flags) / sizeof(flags[0]);
+	char err[512];
+	sh_flags *fs = NULL;
+	bool help = false;
+	int first = 0;
+	if (sh_flags_parse(flags, nflags, argc, argv, "config", &fs, &first,
+			   &help, err, sizeof(err)) != SH_OK) {
+		fprintf(stderr, "shoal-embed: %s (see --help)\n", err);
+		return 2;
+	}
+	if (help) {
+		sh_flags_usage(stdout, "shoal-embed [FLAGS]",
+			       "The embedding tier of shoal " SHOAL_VERSION
+			       ": turns texts into vectors with dynamic "
+			       "batching and a cache, and searches by text "
+			       "through a router.",
+			       flags, nflags);
+		sh_flags_free(fs);
+		return 0;
+	}
+	if (first < argc) {
+		fprintf(stderr, "shoal-embed: unexpected argument %s\n",
+			argv[first]);
+		sh_flags_free(fs);
+		return 2;
+	}
+	sh_log_level lvl;
+	if (sh_log_level_parse(c.log_level, &lvl) != SH_OK) {
+		fprintf(stderr, "shoal-embed: bad --log-level %s\n",
+			c.log_level);
+		sh_flags_free(fs);
+		return 2;
+	}
+	sh_log_set_level(lvl);
+	signal(SIGPIPE, SIG_IGN);
+
+	char *models = joined_models(argc, argv);
+	if (!models && c.model)
+		models = strdup(c.model);
+	if (!models) {
+		const char *def = SHOAL_MODELS_DIR "/all-MiniLM-L6-v2";
+		struct stat st;
+		if (stat(def, &st) != 0 || !S_ISDIR(st.st_mode)) {
+			fprintf(stderr,
+				"shoal-embed: no --model given and the default "
+				"model %s is not installed "
+				"(deploy/fetch-model.sh)\n",
+				def);
+			sh_flags_free(fs);
+			return 2;
+		}
+		size_t n = strlen(def) + 8;
+		models = malloc(n);
+		if (models)
+			snprintf(models, n, "minilm=%s", def);
+	}
+	sh_embed_model_spec specs[SH_EMBED_MAX_MODELS];
+	int nspecs = models ? parse_models(models, specs, SH_EMBED_MAX_MODELS,
+					   err, sizeof(err))
+			    : -1;
+	if (nspecs < 0) {
+		fprintf(stderr, "shoal-embed: %s\n",
+			models ? err : "out of memory");
+		free(models);
+		sh_flags_free(fs);
+		return 2;
+	}
+
+	sh_embed_opts eo;
+	sh_embed_opts_default(&eo);
+	eo.models = specs;
+	eo.nmodels = (size_t)nspecs;
+	eo.backend = (sh_embed_backend)c.backend;
+	eo.max_batch = (int)c.max_batch;
+	eo.max_queue_delay_us = (uint64_t)c.max_queue_delay_us;
+	eo.batching = c.batching;
+	eo.max_queue = (size_t)c.max_queue;
+	eo.cache_entries = (size_t)c.cache_entries;
+	eo.cache_bytes = (size_t)c.cache_bytes;
+	eo.router = c.router && *c.router ? c.router : NULL;
+	eo.default_timeout_ms = (uint32_t)c.timeout_ms;
+	eo.limits.max_message_bytes = c.max_message;
+
+	struct app a = {.drain_ms = (int)c.drain_ms};
+	sh_info("embed", "shoal-embed %s starting", SHOAL_VERSION);
+	int rc = sh_embed_server_open(&eo, &a.es, err, sizeof(err));
+	free(models);
+	if (rc) {
+		sh_error("embed", "%s", err);
+		sh_flags_free(fs);
+		return 1;
+	}
+	int mb = sh_embed_server_max_batch(a.es);
+	int64_t threads = c.threads;
+	if (threads == 0)
+		threads = 2 * (int64_t)mb < 64 ? 64 : 2 * (int64_t)mb;
+	sh_server_opts so = {
+	    .listen = c.listen,
+	    .metrics = c.metrics,
+	    .threads = (int)threads,
+	    .max_message = c.max_message,
+	};
+	sh_server_handler h = {
+	    .ctx = a.es,
+	    .handle = e_handle,
+	    .inline_op = NULL, /* every operation waits for a batch */
+	    .metrics = e_metrics,
+	    .health = e_health,
+	};
+	rc = sh_server_start(&h, &so, &a.server, err, sizeof(err));
+	if (rc) {
+		sh_error("embed", "%s", err);
+		sh_embed_server_close(a.es);
+		sh_flags_free(fs);
+		return 1;
+	}
+	sh_embed_server_set_state(a.es, 1);
+	sh_info("embed",
+		"serving on %s with %lld threads, batching %s (max batch %d, "
+		"delay %lld us), cache %lld entries; metrics on %s",
+		sh_server_listen_url(a.server), (long long)threads,
+		c.batching ? "on" : "off", mb, (long long)c.max_queue_delay_us,
+		(long long)c.cache_entries,
+		*sh_server_metrics_url(a.server)
+		    ? sh_server_metrics_url(a.server)
+		    : "(none)");
+	if (c.ready_file && sh_server_write_ready(a.server, c.ready_file) != 0)
+		sh_warn("embed", "cannot write --ready-file %s", c.ready_file);
+
+	a.loop = uv_default_loop();
+	uv_signal_init(a.loop, &a.sigint);
+	uv_signal_init(a.loop, &a.sigterm);
+	a.sigint.data = a.sigterm.data = &a;
+	uv_signal_start(&a.sigint, on_signal, SIGINT);
+	uv_signal_start(&a.sigterm, on_signal, SIGTERM);
+	uv_run(a.loop, UV_RUN_DEFAULT);
+
+	sh_embed_server_close(a.es);
+	uv_loop_close(a.loop);
+	sh_info("embed", "stopped");
+	sh_flags_free(fs);
+	return 0;
+}
