@@ -5,8 +5,12 @@
 # 784-d vectors with their class as a `category` payload and a synthetic
 # `price` — and runs searches with and without a category filter, printing
 # recall@10 against exact ground truth and qps / p50 / p99. Then it compares
-# shoal's index with hnswlib and FAISS on the same vectors, in process, and
-# stops the cluster (its data stays in ./shoal-cluster).
+# shoal's index with hnswlib and FAISS on the same vectors, in process.
+# With the embedding server up (built, model installed), it also loads a
+# text catalogue (Debian's WordNet: ~10,700 artefacts, clothing, footwear,
+# bags and furniture, name + gloss) through the embedding tier and searches
+# it by text, with and without a category filter. The cluster is stopped at
+# the end (its data stays in ./shoal-cluster).
 #
 #   deploy/demo.sh              everything
 #   deploy/demo.sh --no-peers   skip the in-process comparison
@@ -35,6 +39,17 @@ build/bench/shoal-bench cluster --router "$router" --data "$data" \
   --collection products --efs 16,32,64,128 --threads 1,4 --seconds 3 \
   >"$cluster/demo-results.jsonl"
 echo "demo: JSON results in $cluster/demo-results.jsonl" >&2
+
+if embed=$(deploy/local-cluster.sh embed-url --dir "$cluster" 2>/dev/null) &&
+   [[ -f $cluster/embed.pid ]]; then
+  echo "demo: a text catalogue from WordNet, searched by text" >&2
+  /usr/bin/env python3 bench/wordnet_catalogue.py "$cluster/catalogue.jsonl" \
+    --queries "$cluster/queries.jsonl" --nqueries 200
+  PYTHONPATH=$here/client/python SHOAL_LIB=$here/build/client/libshoal.so \
+    /usr/bin/env python3 bench/text_search.py --router "$router" --embed "$embed" \
+    --catalogue "$cluster/catalogue.jsonl" --queries "$cluster/queries.jsonl" \
+    >>"$cluster/demo-results.jsonl"
+fi
 
 if ((peers)); then
   engines=shoal
