@@ -148,6 +148,26 @@ class TextTest(unittest.TestCase):
         embedder.close()
         single.close()
 
+    def test_models_spread_over_servers_by_rendezvous_hashing(self):
+        urls = [self.embed.url, self.single.url]
+        a = shoal.Embedder(urls)
+        b = shoal.Embedder(list(reversed(urls)))
+        names = ["model-%d" % i for i in range(64)]
+        owner = {n: a.server_for(n) for n in names}
+        # the same server for a model whatever the order of the list
+        self.assertEqual(owner, {n: b.server_for(n) for n in names})
+        # and both servers get models
+        self.assertEqual(set(owner.values()), set(urls))
+        # a third server takes only models from the others, never moves
+        # a model between the first two
+        c = shoal.Embedder(urls + [self.router.url])
+        for n in names:
+            now = c.server_for(n)
+            self.assertIn(now, (owner[n], self.router.url))
+        a.close()
+        b.close()
+        c.close()
+
 
 if __name__ == "__main__":
     unittest.main()
