@@ -393,18 +393,39 @@ static size_t select_heuristic(const sh_hnsw *h, cand *c, size_t n, size_t m)
 	return kept;
 }
 
-/* Replaces list (iid, l) by ids: iids first, then the count, each store
- * atomic, so readers see old or new entries, all valid. */
+/* Replaces list (iid, l) by ids, with each store atomic, while readers walk
+ * it. A link the new list keeps stays where it was, or is copied below the
+ * new count before the count shrinks, so a reader sees every kept link
+ * whichever mix of old and new entries it reads; only links being added or
+ * removed may be seen or missed. (Rewriting the list in order could move a
+ * kept link from a slot the reader has not reached yet to one it has
+ * passed: a search in flight then misses a path that existed before and
+ * after the write.) */
 void hnsw_write_list(sh_hnsw *h, uint32_t iid, uint32_t l, const uint32_t *ids,
 		     uint32_t n)
 {
 	char *nd = wnode(h, iid);
 	uint32_t *dst, *cnt = node_list(h, nd, l, &dst);
 	uint32_t old = *cnt;
-	if (n < old)
-		st32(cnt, n);
-	for (uint32_t i = 0; i < n; i++)
-		st32(&dst[i], ids[i]);
+	bool placed[2 * SH_HNSW_MAX_M] = {false}, kept[2 * SH_HNSW_MAX_M];
+	for (uint32_t i = 0; i < old; i++) {
+		kept[i] = false;
+		for (uint32_t j = 0; j < n && !kept[i]; j++)
+			if (!placed[j] && dst[i] == ids[j])
+				kept[i] = placed[j] = true;
+	}
+	/* what must still go below n: kept links above it, then new ones */
+	uint32_t todo[2 * SH_HNSW_MAX_M], nt = 0;
+	for (uint32_t i = n; i < old; i++)
+		if (kept[i])
+			todo[nt++] = dst[i];
+	for (uint32_t j = 0; j < n; j++)
+		if (!placed[j])
+			todo[nt++] = ids[j];
+	uint32_t t = 0;
+	for (uint32_t i = 0; i < n && t < nt; i++)
+		if (i >= old || !kept[i])
+			st32(&dst[i], todo[t++]);
 	st32(cnt, n);
 }
 
