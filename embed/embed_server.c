@@ -11,6 +11,7 @@
 #include "batcher.h"
 #include "bert.h"
 #include "cache.h"
+#include "dispatch.h"
 #include "error.h"
 #include "log.h"
 #include "metrics.h"
@@ -495,74 +496,65 @@ static int op_health(sh_embed_server *s, Shoal__V1__Response *rs, sh_arena *a,
 	return SH_OK;
 }
 
+static int e_op_index(Shoal__V1__Request__OpCase c)
+{
+	switch (c) {
+	case SHOAL__V1__REQUEST__OP_EMBED:
+		return OP_EMBED;
+	case SHOAL__V1__REQUEST__OP_SEARCH_TEXT:
+		return OP_SEARCH_TEXT;
+	case SHOAL__V1__REQUEST__OP_HEALTH:
+		return OP_HEALTH;
+	default:
+		return -1;
+	}
+}
+
+static int e_state(void *ctx)
+{
+	return sh_embed_server_get_state(ctx);
+}
+
+static int e_run(void *ctx, int op, const Shoal__V1__Request *rq,
+		 uint64_t t0_us, Shoal__V1__Response *rs, sh_arena *a,
+		 char *err, size_t errlen)
+{
+	sh_embed_server *s = ctx;
+	uint32_t tmo =
+	    rq->timeout_ms ? rq->timeout_ms : s->o.default_timeout_ms;
+	uint64_t deadline = t0_us + (uint64_t)tmo * 1000;
+	if (op == OP_EMBED)
+		return op_embed(s, rq, deadline, rs, a, err, errlen);
+	if (op == OP_SEARCH_TEXT)
+		return op_search_text(s, rq, deadline, rs, a, err, errlen);
+	return op_health(s, rs, a, err, errlen);
+}
+
+static void e_observe(void *ctx, int op, int code, uint64_t us)
+{
+	sh_embed_server *s = ctx;
+	int ci = code < 0 || code >= NCODES ? NCODES - 1 : code;
+	atomic_fetch_add(&s->requests[op][ci], 1);
+	sh_histogram_observe(&s->latency[op], us);
+}
+
 int sh_embed_server_handle(sh_embed_server *s, const uint8_t *buf, size_t len,
 			   uint8_t **out, size_t *outlen)
 {
-	uint64_t t0 = sh_now_us();
-	char err[512];
-	err[0] = 0;
-	Shoal__V1__Request *rq = NULL;
-	int op = OP_INVALID;
-	int rc = sh_wire_decode_request(buf, len, &s->o.limits, &rq, err,
-					sizeof(err));
-	uint64_t rid = rq ? rq->request_id : sh_wire_peek_request_id(buf, len);
-	sh_arena a = {0};
-	Shoal__V1__Response rs;
-	sh_wire_response_init(&rs, rid, 0);
-	if (rc == SH_OK) {
-		uint32_t tmo =
-		    rq->timeout_ms ? rq->timeout_ms : s->o.default_timeout_ms;
-		uint64_t deadline = t0 + (uint64_t)tmo * 1000;
-		switch (rq->op_case) {
-		case SHOAL__V1__REQUEST__OP_EMBED:
-			op = OP_EMBED;
-			break;
-		case SHOAL__V1__REQUEST__OP_SEARCH_TEXT:
-			op = OP_SEARCH_TEXT;
-			break;
-		case SHOAL__V1__REQUEST__OP_HEALTH:
-			op = OP_HEALTH;
-			break;
-		default:
-			break;
-		}
-		if (op == OP_INVALID)
-			rc = sh_errf(err, sizeof(err), SH_EUNSUPPORTED,
-				     "operation %d is not served by "
-				     "shoal-embed (data operations go to the "
-				     "router)",
-				     (int)rq->op_case);
-		else if (op != OP_HEALTH && sh_embed_server_get_state(s) != 1)
-			rc = sh_errf(
-			    err, sizeof(err), SH_EBUSY, "shoal-embed is %s",
-			    sh_embed_server_get_state(s) == 2 ? "shutting down"
-							      : "starting");
-		else if (op == OP_EMBED)
-			rc = op_embed(s, rq, deadline, &rs, &a, err,
-				      sizeof(err));
-		else if (op == OP_SEARCH_TEXT)
-			rc = op_search_text(s, rq, deadline, &rs, &a, err,
-					    sizeof(err));
-		else
-			rc = op_health(s, &rs, &a, err, sizeof(err));
-		if (rc == SH_OK && a.oom)
-			rc = sh_errf(err, sizeof(err), SH_ENOMEM,
-				     "out of memory");
-	}
-	int enc;
-	if (rc == SH_OK) {
-		enc = sh_wire_encode_response(&rs, out, outlen);
-	} else {
-		enc = sh_wire_error_response(rid, 0, rc, err, out, outlen);
-		sh_debug("embed", "%s: %s: %s", op_names[op], sh_errname(rc),
-			 err);
-	}
-	sh_arena_free(&a);
-	sh_wire_free_request(rq);
-	int ci = rc < 0 || rc >= NCODES ? NCODES - 1 : rc;
-	atomic_fetch_add(&s->requests[op][ci], 1);
-	sh_histogram_observe(&s->latency[op], sh_now_us() - t0);
-	return enc;
+	const sh_dispatch d = {
+	    .ctx = s,
+	    .limits = &s->o.limits,
+	    .component = "shoal-embed",
+	    .op_index = e_op_index,
+	    .invalid_op = OP_INVALID,
+	    .unsupported = "is not served by shoal-embed (data operations go "
+			   "to the router)",
+	    .state = e_state,
+	    .run = e_run,
+	    .observe = e_observe,
+	    .op_names = op_names,
+	};
+	return sh_dispatch_handle(&d, buf, len, out, outlen);
 }
 
 /* ---- Metrics ------------------------------------------------------------- */

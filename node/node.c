@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dispatch.h"
 #include "log.h"
 #include "shoal_config.h"
 
@@ -521,58 +522,63 @@ static void observe(sh_node *n, int op, int code, uint64_t us)
 	sh_histogram_observe(&n->latency[op], us);
 }
 
+static int node_op_index(Shoal__V1__Request__OpCase c)
+{
+	int op = (int)c - 10;
+	return op >= 0 && op < NODE_NOPS - 1 ? op : -1;
+}
+
+static int node_state(void *ctx)
+{
+	sh_node_state st = sh_node_get_state(ctx);
+	return st == SH_NODE_SERVING ? 1 : st == SH_NODE_STOPPING ? 2 : 0;
+}
+
+static uint64_t node_epoch(void *ctx)
+{
+	uint64_t epoch;
+	node_owns_all(ctx, &epoch);
+	return epoch;
+}
+
+static int node_run(void *ctx, int op, const Shoal__V1__Request *rq,
+		    uint64_t t0_us, Shoal__V1__Response *rs, sh_arena *a,
+		    char *err, size_t errlen)
+{
+	return op_table[op](ctx, rq, rs, a, err, errlen);
+}
+
+static void node_observe(void *ctx, int op, int code, uint64_t us)
+{
+	observe(ctx, op, code, us);
+}
+
+static bool node_quiet(int code)
+{
+	return code == SH_ESTALE || code == SH_EMOVED ||
+	       code == SH_ENOCOLLECTION;
+}
+
 int sh_node_handle(sh_node *n, const uint8_t *buf, size_t len, uint8_t **out,
 		   size_t *outlen)
 {
-	uint64_t t0 = sh_now_us();
-	char err[512];
-	err[0] = 0;
-	uint64_t epoch;
-	node_owns_all(n, &epoch);
+	const sh_dispatch d = {
+	    .ctx = n,
+	    .limits = &n->o.limits,
+	    .component = "node",
+	    .op_index = node_op_index,
+	    .invalid_op = NODE_OP_INVALID,
+	    .unsupported = "is not served by a node (cluster administration "
+			   "goes to the router, embedding to shoal-embed)",
+	    .state = node_state,
+	    .epoch = node_epoch,
+	    .run = node_run,
+	    .observe = node_observe,
+	    .quiet = node_quiet,
+	    .op_names = op_names,
+	};
 	atomic_fetch_add(&n->bytes_in, len);
-
-	Shoal__V1__Request *rq = NULL;
-	int op = NODE_OP_INVALID;
-	int rc = sh_wire_decode_request(buf, len, &n->o.limits, &rq, err,
-					sizeof(err));
-	sh_arena a = {0};
-	Shoal__V1__Response rs;
-	uint64_t rid = rq ? rq->request_id : sh_wire_peek_request_id(buf, len);
-	sh_wire_response_init(&rs, rid, epoch);
-	if (rc == SH_OK) {
-		op = (int)rq->op_case - 10;
-		if (op < 0 || op >= NODE_NOPS - 1) {
-			op = NODE_OP_INVALID;
-			rc = sh_errf(err, sizeof(err), SH_EUNSUPPORTED,
-				     "operation %d is not served by a node "
-				     "(cluster administration goes to the "
-				     "router, embedding to shoal-embed)",
-				     (int)rq->op_case);
-		} else if (sh_node_get_state(n) == SH_NODE_STOPPING &&
-			   rq->op_case != SHOAL__V1__REQUEST__OP_HEALTH) {
-			rc = sh_errf(err, sizeof(err), SH_EBUSY,
-				     "node is shutting down");
-		} else {
-			rc = op_table[op](n, rq, &rs, &a, err, sizeof(err));
-			if (rc == SH_OK && a.oom)
-				rc = sh_errf(err, sizeof(err), SH_ENOMEM,
-					     "out of memory");
-		}
-	}
-	int enc;
-	if (rc == SH_OK) {
-		enc = sh_wire_encode_response(&rs, out, outlen);
-	} else {
-		node_owns_all(n, &epoch); /* EMOVED carries the current one */
-		enc = sh_wire_error_response(rid, epoch, rc, err, out, outlen);
-		if (rc != SH_ESTALE && rc != SH_EMOVED &&
-		    rc != SH_ENOCOLLECTION)
-			sh_debug("node", "%s: %s: %s", op_names[op],
-				 sh_errname(rc), err);
-	}
-	sh_arena_free(&a);
-	sh_wire_free_request(rq);
-	observe(n, op, rc, sh_now_us() - t0);
+	int enc = sh_dispatch_handle(&d, buf, len, out, outlen);
 	if (enc == SH_OK)
 		atomic_fetch_add(&n->bytes_out, *outlen);
 	return enc;

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "dispatch.h"
 #include "log.h"
 #include "shoal_config.h"
 
@@ -506,57 +507,65 @@ static int op_index(Shoal__V1__Request__OpCase c)
 	return ROUTER_OP_INVALID;
 }
 
-int sh_router_handle(sh_router *r, const uint8_t *buf, size_t len,
-		     uint8_t **out, size_t *outlen)
+static int r_op_index(Shoal__V1__Request__OpCase c)
 {
-	uint64_t t0 = sh_now_us();
-	char err[512];
-	err[0] = 0;
-	Shoal__V1__Request *rq = NULL;
-	int op = ROUTER_OP_INVALID;
-	int rc = sh_wire_decode_request(buf, len, &r->o.limits, &rq, err,
-					sizeof(err));
-	sh_arena a = {0};
-	Shoal__V1__Response rs;
-	uint64_t rid = rq ? rq->request_id : sh_wire_peek_request_id(buf, len);
+	int i = op_index(c);
+	return i == ROUTER_OP_INVALID || op_table[i] == NULL ? -1 : i;
+}
+
+static int r_state(void *ctx)
+{
+	return sh_router_get_state(ctx);
+}
+
+static uint64_t r_epoch(void *ctx)
+{
+	sh_router *r = ctx;
 	pthread_rwlock_rdlock(&r->lock);
 	uint64_t epoch = r->map->epoch;
 	pthread_rwlock_unlock(&r->lock);
-	sh_wire_response_init(&rs, rid, epoch);
-	if (rc == SH_OK) {
-		op = op_index(rq->op_case);
-		if (op == ROUTER_OP_INVALID)
-			rc = sh_errf(err, sizeof(err), SH_EUNSUPPORTED,
-				     "unknown operation");
-		else if (sh_router_get_state(r) == 2 &&
-			 rq->op_case != SHOAL__V1__REQUEST__OP_HEALTH)
-			rc = sh_errf(err, sizeof(err), SH_EBUSY,
-				     "router is shutting down");
-		else
-			rc = op_table[op](r, rq, &rs, &a, err, sizeof(err));
-		if (rc == SH_OK && a.oom)
-			rc = sh_errf(err, sizeof(err), SH_ENOMEM,
-				     "out of memory");
-	}
-	int enc;
-	if (rc == SH_OK ||
-	    rs.result_case != SHOAL__V1__RESPONSE__RESULT__NOT_SET) {
-		/* A partly failed write keeps its per-point statuses. */
-		rs.code = (Shoal__V1__ErrorCode)rc;
-		rs.message = rc ? err : (char *)"";
-		enc = sh_wire_encode_response(&rs, out, outlen);
-	} else {
-		enc = sh_wire_error_response(rid, epoch, rc, err, out, outlen);
-	}
-	if (rc && rc != SH_ENOCOLLECTION && rc != SH_EEXIST)
-		sh_debug("router", "%s: %s: %s", op_names[op], sh_errname(rc),
-			 err);
-	sh_arena_free(&a);
-	sh_wire_free_request(rq);
-	int code = rc >= 0 && rc < ROUTER_NCODES ? rc : SH_EINVAL;
-	atomic_fetch_add(&r->requests[op][code], 1);
-	sh_histogram_observe(&r->latency[op], sh_now_us() - t0);
-	return enc;
+	return epoch;
+}
+
+static int r_run(void *ctx, int op, const Shoal__V1__Request *rq,
+		 uint64_t t0_us, Shoal__V1__Response *rs, sh_arena *a,
+		 char *err, size_t errlen)
+{
+	return op_table[op](ctx, rq, rs, a, err, errlen);
+}
+
+static void r_observe(void *ctx, int op, int code, uint64_t us)
+{
+	sh_router *r = ctx;
+	int c = code >= 0 && code < ROUTER_NCODES ? code : SH_EINVAL;
+	atomic_fetch_add(&r->requests[op][c], 1);
+	sh_histogram_observe(&r->latency[op], us);
+}
+
+static bool r_quiet(int code)
+{
+	return code == SH_ENOCOLLECTION || code == SH_EEXIST;
+}
+
+int sh_router_handle(sh_router *r, const uint8_t *buf, size_t len,
+		     uint8_t **out, size_t *outlen)
+{
+	const sh_dispatch d = {
+	    .ctx = r,
+	    .limits = &r->o.limits,
+	    .component = "router",
+	    .op_index = r_op_index,
+	    .invalid_op = ROUTER_OP_INVALID,
+	    .unsupported = "is not served by the router (embedding goes to "
+			   "shoal-embed)",
+	    .state = r_state,
+	    .epoch = r_epoch,
+	    .run = r_run,
+	    .observe = r_observe,
+	    .quiet = r_quiet,
+	    .op_names = op_names,
+	};
+	return sh_dispatch_handle(&d, buf, len, out, outlen);
 }
 
 /* ---- Lifecycle ----------------------------------------------------------- */
