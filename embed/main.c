@@ -219,38 +219,15 @@ int main(int argc, char **argv)
 	};
 	size_t nflags = sizeof(flags) / sizeof(flags[0]);
 	char err[512];
-	sh_flags *fs = NULL;
-	bool help = false;
-	int first = 0;
-	if (sh_flags_parse(flags, nflags, argc, argv, "config", &fs, &first,
-			   &help, err, sizeof(err)) != SH_OK) {
-		fprintf(stderr, "shoal-embed: %s (see --help)\n", err);
-		return 2;
-	}
-	if (help) {
-		sh_flags_usage(stdout, "shoal-embed [FLAGS]",
-			       "The embedding tier of shoal " SHOAL_VERSION
-			       ": turns texts into vectors with dynamic "
-			       "batching and a cache, and searches by text "
-			       "through a router.",
-			       flags, nflags);
-		sh_flags_free(fs);
-		return 0;
-	}
-	if (first < argc) {
-		fprintf(stderr, "shoal-embed: unexpected argument %s\n",
-			argv[first]);
-		sh_flags_free(fs);
-		return 2;
-	}
-	sh_log_level lvl;
-	if (sh_log_level_parse(c.log_level, &lvl) != SH_OK) {
-		fprintf(stderr, "shoal-embed: bad --log-level %s\n",
-			c.log_level);
-		sh_flags_free(fs);
-		return 2;
-	}
-	sh_log_set_level(lvl);
+	sh_flags *fs;
+	int status =
+	    sh_flags_main(flags, nflags, argc, argv, "shoal-embed",
+			  "The embedding tier of shoal " SHOAL_VERSION
+			  ": turns texts into vectors with dynamic batching "
+			  "and a cache, and searches by text through a router.",
+			  &c.log_level, &fs);
+	if (status >= 0)
+		return status;
 	signal(SIGPIPE, SIG_IGN);
 
 	char *models = joined_models(argc, argv);

@@ -200,39 +200,23 @@ int main(int argc, char **argv)
 	};
 	size_t nflags = sizeof(flags) / sizeof(flags[0]);
 	char err[512];
-	sh_flags *fs = NULL;
-	bool help = false;
-	int first = 0;
-	if (sh_flags_parse(flags, nflags, argc, argv, "config", &fs, &first,
-			   &help, err, sizeof(err)) != SH_OK) {
-		fprintf(stderr, "shoal-node: %s (see --help)\n", err);
-		return 2;
-	}
-	if (help) {
-		sh_flags_usage(stdout, "shoal-node [FLAGS]",
-			       "The shard server of shoal " SHOAL_VERSION
-			       ": serves one node's collections over nng.",
-			       flags, nflags);
-		sh_flags_free(fs);
-		return 0;
-	}
-	if (first < argc) {
-		fprintf(stderr, "shoal-node: unexpected argument %s\n",
-			argv[first]);
-		sh_flags_free(fs);
-		return 2;
-	}
-	sh_log_level lvl;
+	sh_flags *fs;
+	int status = sh_flags_main(flags, nflags, argc, argv, "shoal-node",
+				   "The shard server of shoal " SHOAL_VERSION
+				   ": serves one node's collections over nng.",
+				   &c.log_level, &fs);
+	if (status >= 0)
+		return status;
 	char *end;
 	double ratio = strtod(c.vacuum_ratio, &end);
-	if (sh_log_level_parse(c.log_level, &lvl) != SH_OK || *end ||
-	    !(ratio > 0 && ratio < 1)) {
-		fprintf(stderr, "shoal-node: bad --log-level or "
-				"--vacuum-ratio (0 < ratio < 1)\n");
+	if (*end || !(ratio > 0 && ratio < 1)) {
+		fprintf(stderr,
+			"shoal-node: bad --vacuum-ratio %s (0 < ratio "
+			"< 1)\n",
+			c.vacuum_ratio);
 		sh_flags_free(fs);
 		return 2;
 	}
-	sh_log_set_level(lvl);
 	signal(SIGPIPE, SIG_IGN);
 
 	sh_node_opts no;

@@ -115,31 +115,15 @@ int main(int argc, char **argv)
 	};
 	size_t nflags = sizeof(flags) / sizeof(flags[0]);
 	char err[512];
-	sh_flags *fs = NULL;
-	bool help = false;
-	int first = 0;
-	if (sh_flags_parse(flags, nflags, argc, argv, "config", &fs, &first,
-			   &help, err, sizeof(err)) != SH_OK) {
-		fprintf(stderr, "shoal-router: %s (see --help)\n", err);
-		return 2;
-	}
-	if (help) {
-		sh_flags_usage(stdout, "shoal-router [FLAGS]",
-			       "The router of shoal " SHOAL_VERSION
-			       ": routes writes by slot, fans searches out to "
-			       "every node and merges them.",
-			       flags, nflags);
-		sh_flags_free(fs);
-		return 0;
-	}
-	sh_log_level lvl;
-	if (first < argc || sh_log_level_parse(log_level, &lvl) != SH_OK) {
-		fprintf(stderr, "shoal-router: unexpected argument or bad "
-				"--log-level (see --help)\n");
-		sh_flags_free(fs);
-		return 2;
-	}
-	sh_log_set_level(lvl);
+	sh_flags *fs;
+	int status =
+	    sh_flags_main(flags, nflags, argc, argv, "shoal-router",
+			  "The router of shoal " SHOAL_VERSION
+			  ": routes writes by slot, fans searches out to "
+			  "every node and merges them.",
+			  &log_level, &fs);
+	if (status >= 0)
+		return status;
 	signal(SIGPIPE, SIG_IGN);
 
 	char *nodes_copy = strdup(nodes);

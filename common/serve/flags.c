@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "error.h"
+#include "log.h"
 
 /* A config file larger than this is refused: it is not a config file. */
 #define SH_FLAGS_FILE_MAX (1u << 20)
@@ -369,4 +370,43 @@ void sh_flags_usage(FILE *out, const char *usage_line, const char *summary,
 						     : "VALUE",
 			fl->help, def);
 	}
+}
+
+int sh_flags_main(const sh_flag *flags, size_t n, int argc, char **argv,
+		  const char *prog, const char *summary,
+		  const char *const *log_level, sh_flags **out)
+{
+	char err[512], usage[128];
+	bool help = false;
+	int first = 0;
+	*out = NULL;
+	if (sh_flags_parse(flags, n, argc, argv, "config", out, &first, &help,
+			   err, sizeof(err)) != SH_OK) {
+		fprintf(stderr, "%s: %s\n", prog, err);
+		return 2;
+	}
+	if (help) {
+		snprintf(usage, sizeof(usage), "%s [FLAGS]", prog);
+		sh_flags_usage(stdout, usage, summary, flags, n);
+		sh_flags_free(*out);
+		*out = NULL;
+		return 0;
+	}
+	sh_log_level lvl = SH_LOG_INFO;
+	const char *why = NULL;
+	if (first < argc)
+		why = "unexpected argument";
+	else if (log_level && sh_log_level_parse(*log_level, &lvl) != SH_OK)
+		why = "bad --log-level (debug, info, warn or error)";
+	if (why) {
+		fprintf(stderr, "%s: %s%s%s (see --help)\n", prog, why,
+			first < argc ? " " : "",
+			first < argc ? argv[first] : "");
+		sh_flags_free(*out);
+		*out = NULL;
+		return 2;
+	}
+	if (log_level)
+		sh_log_set_level(lvl);
+	return -1;
 }

@@ -56,6 +56,20 @@ int sh_flags_parse(const sh_flag *flags, size_t n, int argc, char **argv,
 
 void sh_flags_free(sh_flags *f);
 
+/*
+ * The command line of a shoal program, start to end: parses argv against
+ * flags (a --config file first, when the table has a "config" flag), prints
+ * the usage on --help, refuses positional arguments and, when log_level is
+ * not NULL, a bad --log-level (then sets the log level). prog names the
+ * program in messages and the usage ("shoal-node"). Returns -1 to go on,
+ * with *out to free with sh_flags_free() once the string variables are no
+ * longer used; otherwise the exit status for main (0 after --help, 2 after
+ * an error reported on stderr), with nothing to free.
+ */
+int sh_flags_main(const sh_flag *flags, size_t n, int argc, char **argv,
+		  const char *prog, const char *summary,
+		  const char *const *log_level, sh_flags **out);
+
 /* Prints a usage text: summary, then one entry per flag with its help and
  * its current value as the default. */
 void sh_flags_usage(FILE *out, const char *usage_line, const char *summary,
