@@ -2,7 +2,10 @@
 # Builds and runs the CUDA backend's golden test and throughput bench on a
 # machine with a GPU, without meson or the rest of the project: it compiles
 # common/error.c, the model loader, tokenizer and CPU backend, the CUDA
-# backend and embed/cuda/gpu_check.c straight with gcc and nvcc.
+# backend and embed/cuda/gpu_check.c straight with gcc and nvcc; and, when
+# .gpu/gen holds the generated wire code, embed/cuda/server_check.c: the
+# embedding server's batcher in process on the GPU (GPU_CHECK_SERVER=0 skips
+# it).
 #
 # What it needs beside nvcc, cuBLAS and gcc: the Debian packages of cJSON,
 # utf8proc, OpenBLAS and xxHash as .deb files in .gpu/debs/ (unpacked into a
@@ -46,7 +49,7 @@ cflags=(-std=c17 -O2 -g -D_GNU_SOURCE -fno-strict-aliasing -Wall -Wextra
 	-Wno-unused-parameter -I"$root/embed" -I"$root/common" -I"$work"
 	-I"$inc" -I"$inc/x86_64-linux-gnu/openblas-pthread")
 kargs=(-fno-signed-zeros -fno-trapping-math -fassociative-math)
-printf '#define HAVE_CUDA 1\n' >"$work/shoal_config.h"
+printf '#define HAVE_CUDA 1\n#define SHOAL_VERSION "0.1.0"\n' >"$work/shoal_config.h"
 
 objs=()
 cc_obj() { # name, source, extra flags...
@@ -98,6 +101,37 @@ if [ -f "$work/bert_bench.o" ]; then
 		-lpthread
 fi
 
+# the embedding server's batcher, in process (embed/cuda/server_check.c):
+# needs the wire code generated here (.gpu/gen) and nng / protobuf-c .debs
+if [ "${GPU_CHECK_SERVER:-1}" = 1 ] && [ -f "$gpu/gen/shoal.pb-c.c" ]; then
+	sflags=("${cflags[@]}" -DEMBED_HAVE_CUDA_BACKEND=1 -I"$root/common/serve" -I"$root/common/index"
+		-I"$gpu/gen")
+	srcs=("$root/embed/embed_server.c" "$root/embed/batcher.c"
+		"$root/embed/cache.c" "$root/common/serve/wire.c"
+		"$root/common/serve/wire_filter.c" "$root/common/serve/arena.c"
+		"$root/common/serve/dispatch.c" "$root/common/serve/metrics.c"
+		"$root/common/serve/log.c" "$root/common/serve/rpc.c"
+		"$root/common/index/pid.c" "$root/common/index/filter.c"
+		"$root/common/index/filter_parse.c" "$gpu/gen/shoal.pb-c.c"
+		"$root/embed/cuda/server_check.c")
+	sobjs=()
+	for f in "${srcs[@]}"; do
+		o=$work/s_$(basename "$f" .c).o
+		gcc "${sflags[@]}" -c "$f" -o "$o" &
+		sobjs+=("$o")
+	done
+	wait_all
+	base=()
+	for o in "${objs[@]}"; do
+		[ "$o" = "$work/gpu_check.o" ] || base+=("$o")
+	done
+	gcc -o "$work/server_check" "${sobjs[@]}" "${base[@]}" -L"$lib" \
+		-L"$blas" -L"$cuda/lib64" -Wl,-rpath,"$lib:$blas:$cuda/lib64" \
+		-lnng -lprotobuf-c -lopenblas -lcjson -lutf8proc -lxxhash \
+		-lcublas -lcudart -lstdc++ -lm -lpthread ||
+		echo "server_check: build failed"
+fi
+
 # ---- run ------------------------------------------------------------------------
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm \
 	--format=csv,noheader || true
@@ -116,6 +150,12 @@ rc=0
 if [ -f "$root/embed/bert_bench.c" ]; then
 	echo "== bert_bench"
 	timeout 180 "$work/bert_bench" "$model" 1 1 8 64 256 1024 | log || true
+fi
+
+if [ -x "$work/server_check" ]; then
+	echo "== server_check: the batcher in process, cache off"
+	timeout 240 "$work/server_check" "$model" "${SERVER_CHECK_SECONDS:-3}" |
+		log || true
 fi
 
 # per-kernel GPU time of three forward passes of 1024 short queries
@@ -172,3 +212,7 @@ exit $rc
 #       libxxhash-dev)
 #   cp models/all-MiniLM-L6-v2/* .gpu/model/
 #   cp ../shared/data/minilm/golden.jsonl .gpu/
+# and for the server check (embed/cuda/server_check.c):
+#   (cd .gpu/debs && apt-get download libnng1 libnng-dev libprotobuf-c1 \
+#       libprotobuf-c-dev libmbedtls14 libmbedx509-1 libmbedcrypto7)
+#   mkdir -p .gpu/gen && cp build/proto/shoal.pb-c.[ch] .gpu/gen/
