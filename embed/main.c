@@ -14,6 +14,7 @@
 #include "embed_server.h"
 #include "log.h"
 #include "server.h"
+#include "stop.h"
 #include "shoal_config.h"
 
 #ifndef SHOAL_MODELS_DIR
@@ -32,8 +33,6 @@ struct cfg {
 
 struct app {
 	uv_loop_t *loop;
-	uv_signal_t sigint, sigterm;
-	bool stopping;
 	sh_embed_server *es;
 	sh_server *server;
 	int drain_ms;
@@ -55,20 +54,14 @@ static int e_health(void *ctx)
 	return sh_embed_server_get_state(ctx);
 }
 
-static void on_signal(uv_signal_t *h, int signum)
+/* SIGINT/SIGTERM: stop accepting, finish what is in flight. */
+static void on_stop(void *ctx)
 {
-	struct app *a = h->data;
-	if (a->stopping)
-		return;
-	a->stopping = true;
-	sh_info("embed", "%s: shutting down", strsignal(signum));
+	struct app *a = ctx;
 	sh_embed_server_set_state(a->es, 2);
 	sh_server_stop(a->server, a->drain_ms);
 	a->server = NULL;
-	uv_close((uv_handle_t *)&a->sigint, NULL);
-	uv_close((uv_handle_t *)&a->sigterm, NULL);
 }
-
 /* --model may be repeated on the command line (flags.h keeps the last
  * value of a flag): the values of every --model before the first
  * argument are joined with commas. Returns a malloc'd list, or NULL when
@@ -311,25 +304,16 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	sh_embed_server_set_state(a.es, 1);
-	sh_info("embed",
-		"serving on %s with %lld threads, batching %s (max batch %d, "
-		"delay %lld us), cache %lld entries; metrics on %s",
-		sh_server_listen_url(a.server), (long long)threads,
-		c.batching ? "on" : "off", mb, (long long)c.max_queue_delay_us,
-		(long long)c.cache_entries,
-		*sh_server_metrics_url(a.server)
-		    ? sh_server_metrics_url(a.server)
-		    : "(none)");
-	if (c.ready_file && sh_server_write_ready(a.server, c.ready_file) != 0)
-		sh_warn("embed", "cannot write --ready-file %s", c.ready_file);
+	sh_info(
+	    "embed",
+	    "%lld threads, batching %s (max batch %d, delay %lld us), cache "
+	    "%lld entries",
+	    (long long)threads, c.batching ? "on" : "off", mb,
+	    (long long)c.max_queue_delay_us, (long long)c.cache_entries);
+	sh_server_announce(a.server, "embed", c.ready_file);
 
 	a.loop = uv_default_loop();
-	uv_signal_init(a.loop, &a.sigint);
-	uv_signal_init(a.loop, &a.sigterm);
-	a.sigint.data = a.sigterm.data = &a;
-	uv_signal_start(&a.sigint, on_signal, SIGINT);
-	uv_signal_start(&a.sigterm, on_signal, SIGTERM);
-	uv_run(a.loop, UV_RUN_DEFAULT);
+	sh_run_until_signal(a.loop, "embed", on_stop, &a);
 
 	sh_embed_server_close(a.es);
 	uv_loop_close(a.loop);

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "node.h"
 #include "server.h"
+#include "stop.h"
 #include "shoal_config.h"
 
 struct cfg {
@@ -28,7 +29,6 @@ struct cfg {
 
 struct app {
 	uv_loop_t *loop;
-	uv_signal_t sigint, sigterm;
 	uv_timer_t vacuum, sync;
 	uv_work_t vacuum_work, sync_work;
 	bool vacuum_busy, sync_busy, stopping;
@@ -85,26 +85,21 @@ static void on_sync_timer(uv_timer_t *t)
 		a->sync_busy = false;
 }
 
-static void on_signal(uv_signal_t *h, int signum)
+/* SIGINT/SIGTERM: stop accepting, finish what is in flight, close the
+ * socket, stop the timers; uv_run then returns once queued work (vacuum,
+ * fsync) has finished. */
+static void on_stop(void *ctx)
 {
-	struct app *a = h->data;
-	if (a->stopping)
-		return;
+	struct app *a = ctx;
 	a->stopping = true;
-	sh_info("node", "%s: shutting down", strsignal(signum));
 	sh_node_set_state(a->node, SH_NODE_STOPPING);
-	/* Stop accepting, finish what is in flight, close the socket. */
 	sh_server_stop(a->server, a->drain_ms);
 	a->server = NULL;
 	uv_timer_stop(&a->vacuum);
 	uv_timer_stop(&a->sync);
 	uv_close((uv_handle_t *)&a->vacuum, NULL);
 	uv_close((uv_handle_t *)&a->sync, NULL);
-	uv_close((uv_handle_t *)&a->sigint, NULL);
-	uv_close((uv_handle_t *)&a->sigterm, NULL);
-	/* uv_run returns once queued work (vacuum, fsync) has finished. */
 }
-
 /* The node as the server's handler. */
 static bool node_inline_op(uint32_t op)
 {
@@ -262,20 +257,9 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	sh_node_set_state(a.node, SH_NODE_SERVING);
-	sh_info("node", "serving on %s with %lld threads; metrics on %s",
-		sh_server_listen_url(a.server), (long long)c.threads,
-		*sh_server_metrics_url(a.server)
-		    ? sh_server_metrics_url(a.server)
-		    : "(none)");
-	if (c.ready_file && sh_server_write_ready(a.server, c.ready_file) != 0)
-		sh_warn("node", "cannot write --ready-file %s", c.ready_file);
+	sh_server_announce(a.server, "node", c.ready_file);
 
 	a.loop = uv_default_loop();
-	uv_signal_init(a.loop, &a.sigint);
-	uv_signal_init(a.loop, &a.sigterm);
-	a.sigint.data = a.sigterm.data = &a;
-	uv_signal_start(&a.sigint, on_signal, SIGINT);
-	uv_signal_start(&a.sigterm, on_signal, SIGTERM);
 	uv_timer_init(a.loop, &a.vacuum);
 	uv_timer_init(a.loop, &a.sync);
 	a.vacuum.data = a.sync.data = &a;
@@ -286,7 +270,7 @@ int main(int argc, char **argv)
 		uv_timer_start(&a.sync, on_sync_timer,
 			       (uint64_t)c.fsync_interval_ms,
 			       (uint64_t)c.fsync_interval_ms);
-	uv_run(a.loop, UV_RUN_DEFAULT);
+	sh_run_until_signal(a.loop, "node", on_stop, &a);
 
 	/* Everything is closed and no work is queued: flush and close. */
 	sh_node_sync(a.node);

@@ -13,12 +13,11 @@
 #include "log.h"
 #include "router.h"
 #include "server.h"
+#include "stop.h"
 #include "shoal_config.h"
 
 struct app {
 	uv_loop_t *loop;
-	uv_signal_t sigint, sigterm;
-	bool stopping;
 	sh_router *router;
 	sh_server *server;
 	int drain_ms;
@@ -40,20 +39,14 @@ static int r_health(void *ctx)
 	return sh_router_get_state(ctx);
 }
 
-static void on_signal(uv_signal_t *h, int signum)
+/* SIGINT/SIGTERM: stop accepting, finish what is in flight. */
+static void on_stop(void *ctx)
 {
-	struct app *a = h->data;
-	if (a->stopping)
-		return;
-	a->stopping = true;
-	sh_info("router", "%s: shutting down", strsignal(signum));
+	struct app *a = ctx;
 	sh_router_set_state(a->router, 2);
 	sh_server_stop(a->server, a->drain_ms);
 	a->server = NULL;
-	uv_close((uv_handle_t *)&a->sigint, NULL);
-	uv_close((uv_handle_t *)&a->sigterm, NULL);
 }
-
 /* Splits a comma-separated list in place. */
 static size_t split_list(char *s, const char **out, size_t cap)
 {
@@ -165,21 +158,10 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	sh_router_set_state(a.router, 1);
-	sh_info("router", "serving on %s; metrics on %s",
-		sh_server_listen_url(a.server),
-		*sh_server_metrics_url(a.server)
-		    ? sh_server_metrics_url(a.server)
-		    : "(none)");
-	if (ready_file && sh_server_write_ready(a.server, ready_file) != 0)
-		sh_warn("router", "cannot write --ready-file %s", ready_file);
+	sh_server_announce(a.server, "router", ready_file);
 
 	a.loop = uv_default_loop();
-	uv_signal_init(a.loop, &a.sigint);
-	uv_signal_init(a.loop, &a.sigterm);
-	a.sigint.data = a.sigterm.data = &a;
-	uv_signal_start(&a.sigint, on_signal, SIGINT);
-	uv_signal_start(&a.sigterm, on_signal, SIGTERM);
-	uv_run(a.loop, UV_RUN_DEFAULT);
+	sh_run_until_signal(a.loop, "router", on_stop, &a);
 	sh_router_close(a.router);
 	uv_loop_close(a.loop);
 	sh_info("router", "stopped");

@@ -351,6 +351,15 @@ int sh_server_write_ready(const sh_server *s, const char *path)
 	return rename(tmp, path);
 }
 
+void sh_server_announce(const sh_server *s, const char *component,
+			const char *ready_file)
+{
+	sh_info(component, "serving on %s; metrics on %s", s->listen_url,
+		*s->metrics_url ? s->metrics_url : "(none)");
+	if (ready_file && sh_server_write_ready(s, ready_file) != 0)
+		sh_warn(component, "cannot write --ready-file %s", ready_file);
+}
+
 static void sleep_ms(int ms)
 {
 	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};

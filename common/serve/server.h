@@ -57,6 +57,12 @@ int sh_server_start(const sh_server_handler *h, const sh_server_opts *o,
 const char *sh_server_listen_url(const sh_server *s);
 const char *sh_server_metrics_url(const sh_server *s); /* "" when none */
 
+/* Logs "serving on URL; metrics on URL" for component and, when
+ * ready_file is not NULL, writes it (sh_server_write_ready; a failure is
+ * logged). */
+void sh_server_announce(const sh_server *s, const char *component,
+			const char *ready_file);
+
 /* Writes `listen=URL`, `metrics=URL` and `pid=N` lines to path (through a
  * temporary file and a rename, so a reader never sees half of it): how
  * scripts and tests that bind port 0 learn the addresses. 0 or -1. */
