@@ -21,4 +21,17 @@ int bench_exact_topk(const float *base, size_t nb, const float *q, size_t nq,
 		     uint32_t dim, bool dot, const uint8_t *allow, size_t k,
 		     int32_t *out, uint32_t *cnt);
 
+/* Runs nt client threads for `seconds`: each calls op(ctx, thread, i) for
+ * i = 0, 1, ... until the time is up; op returns how many items it did
+ * (points written, queries answered) or -1 on an error, which stops its
+ * thread. Gives the items per second over all threads and the p50 / p99 of
+ * one call, in ms. Returns 0, or -1 when a call failed. (timed.c) */
+int bench_timed(unsigned nt, double seconds,
+		int (*op)(void *ctx, unsigned thread, uint64_t i), void *ctx,
+		double *rate, double *p50_ms, double *p99_ms);
+
+/* A comma-separated list of positive integers ("1,2,4") into out: the
+ * count, or 0 when malformed. (timed.c) */
+size_t bench_parse_list(const char *s, size_t *out, size_t cap);
+
 #endif

@@ -57,20 +57,6 @@ struct cdata {
 	size_t nnames;
 };
 
-static size_t parse_list(const char *s, size_t *out, size_t cap)
-{
-	size_t n = 0;
-	while (s && *s && n < cap) {
-		char *end;
-		unsigned long v = strtoul(s, &end, 10);
-		if (end == s || v == 0 || (*end && *end != ','))
-			return 0;
-		out[n++] = v;
-		s = *end ? end + 1 : end;
-	}
-	return n;
-}
-
 static const char *label_name(const struct cdata *d, uint8_t l, char *buf,
 			      size_t cap)
 {
@@ -225,16 +211,6 @@ struct sjob {
 	const struct cdata *d;
 	size_t ef;
 	bool filtered;
-	double until;
-	int err;
-};
-
-struct sworker {
-	pthread_t t;
-	struct sjob *j;
-	unsigned idx;
-	float *lat;
-	size_t n, cap;
 };
 
 /* One search; ids (k) filled when not NULL. */
@@ -290,71 +266,20 @@ static int search_one(struct sjob *j, size_t qi, int32_t *ids)
 	return rc;
 }
 
-static void *search_main(void *arg)
+/* One search of a client thread (bench_timed); each thread walks the
+ * queries from its own offset. */
+static int search_call(void *ctx, unsigned thread, uint64_t i)
 {
-	struct sworker *w = arg;
-	struct sjob *j = w->j;
-	size_t qi = (size_t)w->idx * 7919;
-	while (bench_now_s() < j->until) {
-		double t0 = bench_now_s();
-		if (search_one(j, qi++ % j->d->nq, NULL)) {
-			j->err = 1;
-			break;
-		}
-		if (w->n == w->cap) {
-			w->cap = w->cap ? 2 * w->cap : 4096;
-			float *t = realloc(w->lat, w->cap * sizeof(float));
-			if (!t) {
-				j->err = 1;
-				break;
-			}
-			w->lat = t;
-		}
-		w->lat[w->n++] = (float)(bench_now_s() - t0);
-	}
-	return NULL;
-}
-
-static int cmpf(const void *a, const void *b)
-{
-	float x = *(const float *)a, y = *(const float *)b;
-	return x < y ? -1 : x > y;
+	struct sjob *j = ctx;
+	return search_one(j, ((size_t)thread * 7919 + i) % j->d->nq, NULL) ? -1
+									   : 1;
 }
 
 static int measure(struct sjob *j, size_t nt, double *qps, double *p50,
 		   double *p99)
 {
-	struct sworker w[MAXT];
-	memset(w, 0, sizeof(w));
-	j->until = bench_now_s() + j->o->seconds;
-	double t0 = bench_now_s();
-	for (size_t i = 0; i < nt; i++) {
-		w[i].j = j;
-		w[i].idx = (unsigned)i;
-		pthread_create(&w[i].t, NULL, search_main, &w[i]);
-	}
-	size_t total = 0;
-	for (size_t i = 0; i < nt; i++) {
-		pthread_join(w[i].t, NULL);
-		total += w[i].n;
-	}
-	double el = bench_now_s() - t0;
-	float *all = malloc((total ? total : 1) * sizeof(float));
-	size_t o = 0;
-	for (size_t i = 0; i < nt; i++) {
-		if (all)
-			memcpy(all + o, w[i].lat, w[i].n * sizeof(float));
-		o += w[i].n;
-		free(w[i].lat);
-	}
-	if (!all)
-		return -1;
-	qsort(all, total, sizeof(float), cmpf);
-	*qps = (double)total / el;
-	*p50 = bench_percentile(all, total, 0.50) * 1e3;
-	*p99 = bench_percentile(all, total, 0.99) * 1e3;
-	free(all);
-	return j->err;
+	return bench_timed((unsigned)nt, j->o->seconds, search_call, j, qps,
+			   p50, p99);
 }
 
 static double recall(struct sjob *j)
@@ -628,8 +553,8 @@ int cmd_cluster(int argc, char **argv)
 {
 	struct copts o = {
 	    .coll = "bench", .k = 10, .nq = 1000, .loaders = 4, .seconds = 3};
-	o.nef = parse_list("16,32,64,128,256", o.efs, 16);
-	o.nthreads = parse_list("1,4", o.threads, 8);
+	o.nef = bench_parse_list("16,32,64,128,256", o.efs, 16);
+	o.nthreads = bench_parse_list("1,4", o.threads, 8);
 	for (int i = 2; i < argc; i++) {
 		const char *a = argv[i];
 		if (!strcmp(a, "--int8")) {
@@ -656,11 +581,11 @@ int cmd_cluster(int argc, char **argv)
 		else if (!strcmp(a, "--seconds"))
 			o.seconds = strtod(v, NULL);
 		else if (!strcmp(a, "--efs"))
-			o.nef = parse_list(v, o.efs, 16);
+			o.nef = bench_parse_list(v, o.efs, 16);
 		else if (!strcmp(a, "--threads"))
-			o.nthreads = parse_list(v, o.threads, 8);
+			o.nthreads = bench_parse_list(v, o.threads, 8);
 		else if (!strcmp(a, "--nodes"))
-			o.nnodes = parse_list(v, o.nodes, 8);
+			o.nnodes = bench_parse_list(v, o.nodes, 8);
 		else {
 			fprintf(stderr, "cluster: unknown flag %s\n", a);
 			return 2;

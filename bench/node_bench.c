@@ -3,7 +3,7 @@
  *
  *   shoal-bench node --base B.fvecs --queries Q.fvecs --gt G.ivecs
  *                    [--node-bin PATH] [--k 10] [--efs 16,32,64,128,256]
- *                    [--threads 1,2,4] [--seconds 3] [--upserts 2000]
+ *                    [--threads 1,2,4] [--seconds 3]
  *                    [--nq 1000]
  *
  * Starts shoal-node (fsync always) in a temporary directory and measures:
@@ -40,7 +40,7 @@
 
 struct nopts {
 	const char *base, *queries, *gt, *node_bin;
-	size_t k, nq, upserts;
+	size_t k, nq;
 	double seconds;
 	size_t efs[16], nef;
 	size_t threads[8], nthreads;
@@ -52,22 +52,6 @@ static int die(const char *fmt, const char *a)
 	fprintf(stderr, fmt, a);
 	fprintf(stderr, "\n");
 	return 1;
-}
-
-static size_t parse_list(const char *s, size_t *out, size_t cap)
-{
-	size_t n = 0;
-	while (s && *s && n < cap) {
-		char *end;
-		unsigned long v = strtoul(s, &end, 10);
-		if (end == s || v == 0)
-			return 0;
-		out[n++] = v;
-		s = *end == ',' ? end + 1 : end;
-		if (*end && *end != ',')
-			return 0;
-	}
-	return n;
 }
 
 /* ---- Requests -------------------------------------------------------------
@@ -138,26 +122,8 @@ struct job {
 	const float *base, *q;
 	uint32_t dim;
 	size_t nq, k, ef, nbase, batch;
-	double until;
 	bool write;
-	/* shared progress */
-	atomic_size_t next_point;
-	/* results */
-	int32_t *ids; /* nq x k, filled when recording */
-	int err;
-};
-
-struct wres {
-	float *lat;
-	size_t n, cap;
-	size_t done;
-};
-
-struct warg {
-	struct job *j;
-	struct wres r;
-	unsigned idx;
-	pthread_t t;
+	atomic_size_t next_point; /* shared by the writers */
 };
 
 static int search_one(struct job *j, size_t qi, int32_t *ids)
@@ -200,76 +166,27 @@ static int search_one(struct job *j, size_t qi, int32_t *ids)
 	return rc;
 }
 
-static void *worker(void *arg)
+/* One call of a client thread (bench_timed): a batch of upserts, or one
+ * search (each thread walks the queries from its own offset). */
+static int one_call(void *ctx, unsigned thread, uint64_t i)
 {
-	struct warg *w = arg;
-	struct job *j = w->j;
-	size_t qi = (size_t)w->idx * 7919;
-	while (bench_now_s() < j->until) {
-		double t0 = bench_now_s();
-		int rc;
-		if (j->write) {
-			size_t first =
-			    atomic_fetch_add(&j->next_point, j->batch);
-			rc = upsert(j->c, "bench_w", j->base, j->dim,
-				    first % (j->nbase - j->batch), j->batch,
-				    first + 1);
-		} else {
-			rc = search_one(j, qi++ % j->nq, NULL);
-		}
-		if (rc) {
-			j->err = rc;
-			break;
-		}
-		if (w->r.n == w->r.cap) {
-			w->r.cap = w->r.cap ? 2 * w->r.cap : 4096;
-			w->r.lat = realloc(w->r.lat, w->r.cap * sizeof(float));
-		}
-		w->r.lat[w->r.n++] = (float)(bench_now_s() - t0);
-		w->r.done += j->write ? j->batch : 1;
+	struct job *j = ctx;
+	if (j->write) {
+		size_t first = atomic_fetch_add(&j->next_point, j->batch);
+		return upsert(j->c, "bench_w", j->base, j->dim,
+			      first % (j->nbase - j->batch), j->batch,
+			      first + 1)
+			   ? -1
+			   : (int)j->batch;
 	}
-	return NULL;
+	size_t qi = ((size_t)thread * 7919 + i) % j->nq;
+	return search_one(j, qi, NULL) ? -1 : 1;
 }
 
-static int cmpf(const void *a, const void *b)
-{
-	float x = *(const float *)a, y = *(const float *)b;
-	return x < y ? -1 : x > y;
-}
-
-/* Runs nt workers for the job's duration; prints nothing, returns counts. */
 static int run(struct job *j, size_t nt, double seconds, double *rate,
 	       double *p50, double *p99)
 {
-	struct warg w[MAXT];
-	memset(w, 0, sizeof(w));
-	j->until = bench_now_s() + seconds;
-	double t0 = bench_now_s();
-	for (size_t i = 0; i < nt; i++) {
-		w[i].j = j;
-		w[i].idx = (unsigned)i;
-		pthread_create(&w[i].t, NULL, worker, &w[i]);
-	}
-	size_t total = 0, nl = 0;
-	for (size_t i = 0; i < nt; i++) {
-		pthread_join(w[i].t, NULL);
-		total += w[i].r.done;
-		nl += w[i].r.n;
-	}
-	double el = bench_now_s() - t0;
-	float *all = malloc((nl ? nl : 1) * sizeof(float));
-	size_t o = 0;
-	for (size_t i = 0; i < nt; i++) {
-		memcpy(all + o, w[i].r.lat, w[i].r.n * sizeof(float));
-		o += w[i].r.n;
-		free(w[i].r.lat);
-	}
-	qsort(all, nl, sizeof(float), cmpf);
-	*rate = (double)total / el;
-	*p50 = nl ? all[nl / 2] * 1e3 : 0;
-	*p99 = nl ? all[(size_t)((double)(nl - 1) * 0.99)] * 1e3 : 0;
-	free(all);
-	return j->err;
+	return bench_timed((unsigned)nt, seconds, one_call, j, rate, p50, p99);
 }
 
 static double recall(struct job *j, const int32_t *gt, size_t gtk)
@@ -295,9 +212,9 @@ static double recall(struct job *j, const int32_t *gt, size_t gtk)
 
 int cmd_node(int argc, char **argv)
 {
-	struct nopts o = {.k = 10, .nq = 1000, .upserts = 2000, .seconds = 3};
-	o.nef = parse_list("16,32,64,128,256", o.efs, 16);
-	o.nthreads = parse_list("1,2,4", o.threads, 8);
+	struct nopts o = {.k = 10, .nq = 1000, .seconds = 3};
+	o.nef = bench_parse_list("16,32,64,128,256", o.efs, 16);
+	o.nthreads = bench_parse_list("1,2,4", o.threads, 8);
 	static char defbin[4200];
 	o.node_bin =
 	    bench_sibling(argv[0], "node/shoal-node", defbin, sizeof(defbin));
@@ -318,14 +235,12 @@ int cmd_node(int argc, char **argv)
 			o.k = strtoul(v, NULL, 10);
 		else if (!strcmp(a, "--nq"))
 			o.nq = strtoul(v, NULL, 10);
-		else if (!strcmp(a, "--upserts"))
-			o.upserts = strtoul(v, NULL, 10);
 		else if (!strcmp(a, "--seconds"))
 			o.seconds = strtod(v, NULL);
 		else if (!strcmp(a, "--efs"))
-			o.nef = parse_list(v, o.efs, 16);
+			o.nef = bench_parse_list(v, o.efs, 16);
 		else if (!strcmp(a, "--threads"))
-			o.nthreads = parse_list(v, o.threads, 8);
+			o.nthreads = bench_parse_list(v, o.threads, 8);
 		else
 			return die("unknown flag %s", a);
 	}
