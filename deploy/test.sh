@@ -36,7 +36,14 @@ for b in "${builds[@]}"; do
     meson configure "$dir" $opts >/dev/null || status=1
   else
     # shellcheck disable=SC2086
-    meson setup "$dir" $opts >/dev/null || { echo "test: meson setup $dir failed" >&2; status=1; continue; }
+    if ! meson setup "$dir" $opts >"$dir.setup.log" 2>&1; then
+      # say why: meson's own message and the end of its log
+      echo "test: meson setup $dir failed:" >&2
+      tail -n 25 "$dir.setup.log" >&2
+      [[ -f $dir/meson-logs/meson-log.txt ]] && tail -n 25 "$dir/meson-logs/meson-log.txt" >&2
+      status=1
+      continue
+    fi
   fi
   rm -f "$dir/meson-logs/testlog.json"
   if [[ -n $only ]]; then
