@@ -58,15 +58,6 @@ static int wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, uint64_t us)
 	return pthread_cond_timedwait(cv, mu, &ts);
 }
 
-static void bsize_observe(struct embed_batcher_stats *st, int n)
-{
-	int b = 0;
-	while (b < EMBED_BSIZE_NBUCKETS && n > (1 << b))
-		b++;
-	atomic_fetch_add(&st->bsize[b], 1);
-	atomic_fetch_add(&st->bsize_sum, (uint64_t)n);
-}
-
 static int cmp_row_len(const void *a, const void *b)
 {
 	const struct brow *x = a, *y = b;
@@ -98,7 +89,7 @@ static int forward_rows(embed_batcher *b, struct brow *rows, int n, char *err,
 	sh_histogram_observe(&b->st.forward, dt);
 	atomic_fetch_add(&b->st.forward_us, dt);
 	atomic_fetch_add(&b->st.batches, 1);
-	bsize_observe(&b->st, n);
+	sh_size_histogram_observe(&b->st.bsize, (uint64_t)n);
 	if (rc != SH_OK) {
 		atomic_fetch_add(&b->st.errors, 1);
 		return rc;

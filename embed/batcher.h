@@ -46,9 +46,6 @@
 #define EMBED_SPLIT_RATIO 2
 #define EMBED_SPLIT_MIN 8
 
-/* Batch-size histogram: buckets le 1, 2, 4, ..., 1024, +Inf. */
-#define EMBED_BSIZE_NBUCKETS 11
-
 /* What the batcher counts; the server renders it for /metrics. */
 struct embed_batcher_stats {
 	atomic_uint_fast64_t batches; /* forward passes */
@@ -57,13 +54,12 @@ struct embed_batcher_stats {
 	atomic_uint_fast64_t
 	    padded_tokens;		 /* tokens computed, padding included */
 	atomic_uint_fast64_t forward_us; /* time inside forward() */
-	atomic_uint_fast64_t bsize[EMBED_BSIZE_NBUCKETS + 1];
-	atomic_uint_fast64_t bsize_sum;
-	atomic_uint_fast64_t rejected; /* overloaded: queue full */
-	atomic_uint_fast64_t timeouts; /* jobs past their deadline */
-	atomic_uint_fast64_t errors;   /* failed forward passes */
-	sh_histogram queue_delay;      /* enqueue -> taken into a batch */
-	sh_histogram forward;	       /* one forward pass */
+	sh_size_histogram bsize;	 /* texts per forward pass */
+	atomic_uint_fast64_t rejected;	 /* overloaded: queue full */
+	atomic_uint_fast64_t timeouts;	 /* jobs past their deadline */
+	atomic_uint_fast64_t errors;	 /* failed forward passes */
+	sh_histogram queue_delay;	 /* enqueue -> taken into a batch */
+	sh_histogram forward;		 /* one forward pass */
 };
 
 typedef struct embed_batcher_opts {

@@ -559,16 +559,10 @@ int sh_embed_server_handle(sh_embed_server *s, const uint8_t *buf, size_t len,
 
 /* ---- Metrics ------------------------------------------------------------- */
 
-static void counter_head(FILE *f, const char *name, const char *type,
-			 const char *help)
-{
-	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
-
 void sh_embed_server_metrics(sh_embed_server *s, FILE *f)
 {
-	counter_head(f, "shoal_requests_total", "counter",
-		     "Requests handled, by operation and result code.");
+	sh_metric_head(f, "shoal_requests_total", "counter",
+		       "Requests handled, by operation and result code.");
 	for (int op = 0; op < NOPS; op++)
 		for (int c = 0; c < NCODES; c++) {
 			uint64_t v = atomic_load(&s->requests[op][c]);
@@ -579,8 +573,8 @@ void sh_embed_server_metrics(sh_embed_server *s, FILE *f)
 					op_names[op], sh_errname(c),
 					(unsigned long long)v);
 		}
-	counter_head(f, "shoal_request_duration_seconds", "histogram",
-		     "Time from receipt to response, by operation.");
+	sh_metric_head(f, "shoal_request_duration_seconds", "histogram",
+		       "Time from receipt to response, by operation.");
 	for (int op = 0; op < NOPS; op++) {
 		char labels[64];
 		snprintf(labels, sizeof(labels), "op=\"%s\"", op_names[op]);
@@ -611,7 +605,7 @@ void sh_embed_server_metrics(sh_embed_server *s, FILE *f)
 	};
 	size_t nc = sizeof(counters) / sizeof(counters[0]);
 	for (size_t c = 0; c < nc; c++) {
-		counter_head(f, counters[c][0], "counter", counters[c][1]);
+		sh_metric_head(f, counters[c][0], "counter", counters[c][1]);
 		for (size_t i = 0; i < s->nmodels; i++) {
 			struct embed_model *em = &s->model[i];
 			const struct embed_batcher_stats *st =
@@ -661,36 +655,19 @@ void sh_embed_server_metrics(sh_embed_server *s, FILE *f)
 		}
 	}
 
-	counter_head(f, "shoal_embed_batch_size", "histogram",
-		     "Texts per forward pass.");
+	sh_metric_head(f, "shoal_embed_batch_size", "histogram",
+		       "Texts per forward pass.");
 	for (size_t i = 0; i < s->nmodels; i++) {
-		struct embed_model *em = &s->model[i];
-		const struct embed_batcher_stats *st =
-		    embed_batcher_stats(em->b);
-		uint64_t run = 0;
-		for (int b = 0; b <= EMBED_BSIZE_NBUCKETS; b++) {
-			run += atomic_load(&st->bsize[b]);
-			if (b < EMBED_BSIZE_NBUCKETS)
-				fprintf(f,
-					"shoal_embed_batch_size_bucket{model="
-					"\"%s\",le=\"%d\"} %llu\n",
-					em->name, 1 << b,
-					(unsigned long long)run);
-			else
-				fprintf(f,
-					"shoal_embed_batch_size_bucket{model="
-					"\"%s\",le=\"+Inf\"} %llu\n",
-					em->name, (unsigned long long)run);
-		}
-		fprintf(f,
-			"shoal_embed_batch_size_sum{model=\"%s\"} %llu\n"
-			"shoal_embed_batch_size_count{model=\"%s\"} %llu\n",
-			em->name,
-			(unsigned long long)atomic_load(&st->bsize_sum),
-			em->name, (unsigned long long)run);
+		char labels[96];
+		snprintf(labels, sizeof(labels), "model=\"%s\"",
+			 s->model[i].name);
+		sh_size_histogram_write(
+		    &embed_batcher_stats(s->model[i].b)->bsize, f,
+		    "shoal_embed_batch_size", labels);
 	}
-	counter_head(f, "shoal_embed_queue_delay_seconds", "histogram",
-		     "Wait of a request's texts from queueing to their batch.");
+	sh_metric_head(
+	    f, "shoal_embed_queue_delay_seconds", "histogram",
+	    "Wait of a request's texts from queueing to their batch.");
 	for (size_t i = 0; i < s->nmodels; i++) {
 		char labels[96];
 		snprintf(labels, sizeof(labels), "model=\"%s\"",
@@ -699,8 +676,8 @@ void sh_embed_server_metrics(sh_embed_server *s, FILE *f)
 		    &embed_batcher_stats(s->model[i].b)->queue_delay, f,
 		    "shoal_embed_queue_delay_seconds", labels);
 	}
-	counter_head(f, "shoal_embed_forward_duration_seconds", "histogram",
-		     "One forward pass.");
+	sh_metric_head(f, "shoal_embed_forward_duration_seconds", "histogram",
+		       "One forward pass.");
 	for (size_t i = 0; i < s->nmodels; i++) {
 		char labels[128];
 		snprintf(labels, sizeof(labels), "model=\"%s\",backend=\"%s\"",
@@ -710,21 +687,21 @@ void sh_embed_server_metrics(sh_embed_server *s, FILE *f)
 				   f, "shoal_embed_forward_duration_seconds",
 				   labels);
 	}
-	counter_head(f, "shoal_embed_queue_texts", "gauge",
-		     "Texts waiting for a batch now.");
+	sh_metric_head(f, "shoal_embed_queue_texts", "gauge",
+		       "Texts waiting for a batch now.");
 	for (size_t i = 0; i < s->nmodels; i++)
 		fprintf(f, "shoal_embed_queue_texts{model=\"%s\"} %zu\n",
 			s->model[i].name, embed_batcher_queued(s->model[i].b));
 	size_t ce = 0, cb = 0;
 	embed_cache_stats(s->cache, &ce, &cb);
-	counter_head(f, "shoal_embed_cache_entries", "gauge",
-		     "Vectors in the cache.");
+	sh_metric_head(f, "shoal_embed_cache_entries", "gauge",
+		       "Vectors in the cache.");
 	fprintf(f, "shoal_embed_cache_entries %zu\n", ce);
-	counter_head(f, "shoal_embed_cache_bytes", "gauge",
-		     "Memory held by the cache.");
+	sh_metric_head(f, "shoal_embed_cache_bytes", "gauge",
+		       "Memory held by the cache.");
 	fprintf(f, "shoal_embed_cache_bytes %zu\n", cb);
-	counter_head(f, "shoal_embed_router_errors_total", "counter",
-		     "search_text calls the router did not answer.");
+	sh_metric_head(f, "shoal_embed_router_errors_total", "counter",
+		       "search_text calls the router did not answer.");
 	fprintf(f, "shoal_embed_router_errors_total %llu\n",
 		(unsigned long long)atomic_load(&s->router_errors));
 }

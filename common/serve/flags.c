@@ -18,6 +18,8 @@
 struct sh_flags {
 	char **strs;
 	size_t nstrs, cap;
+	sh_strlist *lists[16]; /* the list flags set, to free their arrays */
+	size_t nlists;
 };
 
 static const sh_flag *find(const sh_flag *flags, size_t n, const char *name,
@@ -69,6 +71,26 @@ static int set_value(sh_flags *st, const sh_flag *fl, const char *v, char *err,
 	switch (fl->type) {
 	case SH_FLAG_STR:
 		return keep_str(st, v, (const char **)fl->ptr);
+	case SH_FLAG_LIST: {
+		sh_strlist *l = fl->ptr;
+		size_t k = 0;
+		while (k < st->nlists && st->lists[k] != l)
+			k++;
+		if (k == st->nlists) {
+			if (k == sizeof(st->lists) / sizeof(st->lists[0]))
+				return sh_errf(err, errlen, SH_EINVAL,
+					       "too many list flags");
+			/* the first value replaces the default */
+			l->v = NULL;
+			l->n = 0;
+			st->lists[st->nlists++] = l;
+		}
+		const char **nv = realloc(l->v, (l->n + 1) * sizeof(*nv));
+		if (!nv)
+			return SH_ENOMEM;
+		l->v = nv;
+		return keep_str(st, v, &l->v[l->n++]);
+	}
 	case SH_FLAG_BOOL:
 		if (parse_bool(v, (bool *)fl->ptr))
 			return sh_errf(err, errlen, SH_EINVAL,
@@ -240,6 +262,11 @@ void sh_flags_free(sh_flags *f)
 	for (size_t i = 0; i < f->nstrs; i++)
 		free(f->strs[i]);
 	free(f->strs);
+	for (size_t i = 0; i < f->nlists; i++) {
+		free(f->lists[i]->v);
+		f->lists[i]->v = NULL;
+		f->lists[i]->n = 0;
+	}
 	free(f);
 }
 
@@ -349,6 +376,17 @@ void sh_flags_usage(FILE *out, const char *usage_line, const char *summary,
 			snprintf(def, sizeof(def), "%" PRIu64,
 				 *(uint64_t *)fl->ptr);
 			break;
+		case SH_FLAG_LIST: {
+			const sh_strlist *l = fl->ptr;
+			size_t at = 0;
+			for (size_t k = 0; k < l->n && at < sizeof(def); k++)
+				at += (size_t)snprintf(def + at,
+						       sizeof(def) - at, "%s%s",
+						       k ? " " : "", l->v[k]);
+			if (!l->n)
+				snprintf(def, sizeof(def), "(none)");
+			break;
+		}
 		case SH_FLAG_CHOICE: {
 			const char *c = fl->choices;
 			int idx = *(int *)fl->ptr;
@@ -367,6 +405,7 @@ void sh_flags_usage(FILE *out, const char *usage_line, const char *summary,
 			: fl->type == SH_FLAG_CHOICE ? fl->choices
 			: fl->type == SH_FLAG_SIZE   ? "BYTES"
 			: fl->type == SH_FLAG_INT    ? "N"
+			: fl->type == SH_FLAG_LIST   ? "VALUE (repeatable)"
 						     : "VALUE",
 			fl->help, def);
 	}

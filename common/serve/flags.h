@@ -27,7 +27,16 @@ typedef enum sh_flag_type {
 	SH_FLAG_SIZE,	/* uint64_t *: bytes, with optional K/M/G/T suffix
 			   (powers of 1024) */
 	SH_FLAG_CHOICE, /* int *: index into `choices` ("a|b|c") */
+	SH_FLAG_LIST,	/* sh_strlist *: repeatable; every value, in order
+			   (the config file's first, then the command
+			   line's; owned by sh_flags) */
 } sh_flag_type;
+
+/* The values of a repeatable flag. */
+typedef struct sh_strlist {
+	const char **v;
+	size_t n;
+} sh_strlist;
 
 typedef struct sh_flag {
 	const char *name; /* "listen" for --listen */

@@ -49,6 +49,42 @@ void sh_histogram_write(const sh_histogram *h, FILE *f, const char *name,
 		(unsigned long long)cnt);
 }
 
+void sh_size_histogram_observe(sh_size_histogram *h, uint64_t n)
+{
+	int b = 0;
+	while (b < SH_SIZE_NBUCKETS && n > (1ull << b))
+		b++;
+	atomic_fetch_add(&h->bucket[b], 1);
+	atomic_fetch_add(&h->sum, n);
+}
+
+void sh_size_histogram_write(const sh_size_histogram *h, FILE *f,
+			     const char *name, const char *labels)
+{
+	const char *sep = labels && *labels ? "," : "";
+	labels = labels ? labels : "";
+	uint64_t run = 0;
+	for (int b = 0; b <= SH_SIZE_NBUCKETS; b++) {
+		run += atomic_load(&h->bucket[b]);
+		if (b < SH_SIZE_NBUCKETS)
+			fprintf(f, "%s_bucket{%s%sle=\"%llu\"} %llu\n", name,
+				labels, sep, 1ull << b,
+				(unsigned long long)run);
+		else
+			fprintf(f, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name,
+				labels, sep, (unsigned long long)run);
+	}
+	fprintf(f, "%s_sum{%s} %llu\n%s_count{%s} %llu\n", name, labels,
+		(unsigned long long)atomic_load(&h->sum), name, labels,
+		(unsigned long long)run);
+}
+
+void sh_metric_head(FILE *f, const char *name, const char *type,
+		    const char *help)
+{
+	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
 uint64_t sh_now_us(void)
 {
 	struct timespec t;

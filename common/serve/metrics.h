@@ -33,6 +33,25 @@ uint64_t sh_histogram_count(const sh_histogram *h);
 void sh_histogram_write(const sh_histogram *h, FILE *f, const char *name,
 			const char *labels);
 
+/* A histogram of sizes (texts per batch, records per write): buckets
+ * le 1, 2, 4, ..., 2^(SH_SIZE_NBUCKETS-1), +Inf. Zero-initialised storage
+ * is empty. */
+#define SH_SIZE_NBUCKETS 15
+typedef struct sh_size_histogram {
+	atomic_uint_fast64_t bucket[SH_SIZE_NBUCKETS + 1];
+	atomic_uint_fast64_t sum;
+} sh_size_histogram;
+
+void sh_size_histogram_observe(sh_size_histogram *h, uint64_t n);
+
+/* As sh_histogram_write, for sizes; writes the empty buckets too. */
+void sh_size_histogram_write(const sh_size_histogram *h, FILE *f,
+			     const char *name, const char *labels);
+
+/* The # HELP and # TYPE lines of a metric. */
+void sh_metric_head(FILE *f, const char *name, const char *type,
+		    const char *help);
+
 /* Microseconds on the monotonic clock. */
 uint64_t sh_now_us(void);
 

@@ -256,7 +256,9 @@ int sh_server_start(const sh_server_handler *h, const sh_server_opts *o,
 		    sh_server **out, char *err, size_t errlen)
 {
 	*out = NULL;
-	if (!o->listen || o->threads < 1)
+	bool http_only = !o->listen || !*o->listen;
+	if ((http_only && !(o->metrics && *o->metrics)) ||
+	    (!http_only && o->threads < 1))
 		return sh_errf(err, errlen, SH_EINVAL, "server: bad options");
 	struct sh_server *s = calloc(1, sizeof(*s));
 	if (!s)
@@ -265,6 +267,12 @@ int sh_server_start(const sh_server_handler *h, const sh_server_opts *o,
 	pthread_mutex_init(&s->qmu, NULL);
 	pthread_cond_init(&s->qcv, NULL);
 	int rv, rc = SH_OK;
+	if (http_only) {
+		if ((rc = http_start(s, o->metrics, err, errlen)))
+			goto fail;
+		*out = s;
+		return SH_OK;
+	}
 	if ((rv = nng_rep0_open(&s->sock)) != 0) {
 		rc = sh_errf(err, errlen, SH_EIO, "nng: %s", nng_strerror(rv));
 		goto fail;
@@ -354,7 +362,8 @@ int sh_server_write_ready(const sh_server *s, const char *path)
 void sh_server_announce(const sh_server *s, const char *component,
 			const char *ready_file)
 {
-	sh_info(component, "serving on %s; metrics on %s", s->listen_url,
+	sh_info(component, "serving on %s; metrics on %s",
+		*s->listen_url ? s->listen_url : "(no requests)",
 		*s->metrics_url ? s->metrics_url : "(none)");
 	if (ready_file && sh_server_write_ready(s, ready_file) != 0)
 		sh_warn(component, "cannot write --ready-file %s", ready_file);

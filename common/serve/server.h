@@ -42,7 +42,9 @@ typedef struct sh_server_handler {
 
 typedef struct sh_server_opts {
 	const char *listen;  /* nng URL, e.g. tcp://127.0.0.1:7000 (port 0:
-				any free port) */
+				any free port); NULL or "": HTTP only (no
+				requests: handle, inline_op and threads are
+				unused, metrics must be set) */
 	const char *metrics; /* HTTP host:port, e.g. 127.0.0.1:9100; NULL or
 				"" for none; port 0: any free port */
 	int threads;	     /* worker threads (contexts), >= 1 */

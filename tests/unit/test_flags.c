@@ -136,6 +136,57 @@ static void test_config_file_then_command_line(void **s)
 	assert_int_equal(parse(&c, 3, argv, err), SH_EINVAL); /* missing file */
 }
 
+/* A repeatable flag keeps every value: the file's first, then the
+ * command line's; the default is replaced, not appended to. */
+static void test_list_flags_collect_every_value(void **s)
+{
+	char path[] = "/tmp/shoal-flags-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	const char *text = "topic = from-file\nkafka = a=b\n";
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	static const char *defaults[] = {"default"};
+	sh_strlist topics = {defaults, 1}, props = {NULL, 0};
+	const char *config = NULL;
+	sh_flag f[] = {
+	    {"topic", SH_FLAG_LIST, &topics, "topics", NULL, 0, 0},
+	    {"kafka", SH_FLAG_LIST, &props, "properties", NULL, 0, 0},
+	    {"config", SH_FLAG_STR, &config, "file", NULL, 0, 0},
+	};
+	char *argv[] = {"p",   "--config",    path,	 "--topic",
+			"one", "--topic=two", "--kafka", "x=y=z"};
+	sh_flags *st = NULL;
+	bool help;
+	int first;
+	char err[256];
+	assert_int_equal(sh_flags_parse(f, 3, 8, argv, "config", &st, &first,
+					&help, err, sizeof(err)),
+			 SH_OK);
+	assert_int_equal(topics.n, 3);
+	assert_string_equal(topics.v[0], "from-file");
+	assert_string_equal(topics.v[1], "one");
+	assert_string_equal(topics.v[2], "two");
+	assert_int_equal(props.n, 2);
+	assert_string_equal(props.v[0], "a=b");
+	assert_string_equal(props.v[1], "x=y=z");
+	sh_flags_free(st);
+	assert_int_equal(topics.n, 0);
+	assert_null(topics.v);
+
+	/* untouched: the default stays */
+	topics.v = defaults;
+	topics.n = 1;
+	char *argv2[] = {"p", "--kafka", "k=v"};
+	assert_int_equal(sh_flags_parse(f, 3, 3, argv2, "config", &st, &first,
+					&help, err, sizeof(err)),
+			 SH_OK);
+	assert_int_equal(topics.n, 1);
+	assert_string_equal(topics.v[0], "default");
+	sh_flags_free(st);
+	unlink(path);
+}
+
 static void test_help_stops_parsing(void **s)
 {
 	struct cfg c;
@@ -176,6 +227,7 @@ int main(void)
 	    cmocka_unit_test(test_flags_set_every_type),
 	    cmocka_unit_test(test_bad_values_are_errors_naming_the_flag),
 	    cmocka_unit_test(test_config_file_then_command_line),
+	    cmocka_unit_test(test_list_flags_collect_every_value),
 	    cmocka_unit_test(test_help_stops_parsing),
 	    cmocka_unit_test(test_log_levels_parse),
 	};
