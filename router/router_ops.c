@@ -318,6 +318,8 @@ int rop_delete(sh_router *r, const Shoal__V1__Request *rq,
 	return rc;
 }
 
+static int id_cmp(const Shoal__V1__PointId *x, const Shoal__V1__PointId *y);
+
 int rop_get(sh_router *r, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 	    sh_arena *a, char *err, size_t errlen)
 {
@@ -354,20 +356,33 @@ int rop_get(sh_router *r, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 		total += calls[k].resp->get ? calls[k].resp->get->n_points : 0;
 	Shoal__V1__Point **pts =
 	    sh_arena_alloc(a, (total ? total : 1) * sizeof(*pts));
-	if (res && pts && !rc) {
+	/* Each node answers its ids in the order asked, leaving out the
+	 * missing ones: put them back in the request's order. */
+	Shoal__V1__Point **at =
+	    sh_arena_alloc(a, (gr->n_ids ? gr->n_ids : 1) * sizeof(*at));
+	if (res && pts && at && !rc) {
+		memset(at, 0, (gr->n_ids ? gr->n_ids : 1) * sizeof(*at));
+		for (size_t k = 0; k < ng; k++) {
+			const Shoal__V1__GetResult *gk = calls[k].resp->get;
+			size_t j = 0;
+			for (size_t i = 0; gk && i < g[k].n && j < gk->n_points;
+			     i++) {
+				size_t p = g[k].pos[i];
+				if (gk->points[j]->id &&
+				    !id_cmp(gk->points[j]->id, gr->ids[p]))
+					at[p] = gk->points[j++];
+			}
+		}
 		shoal__v1__get_result__init(res);
 		res->points = pts;
-		for (size_t k = 0; k < ng; k++)
-			for (size_t i = 0; calls[k].resp->get &&
-					   i < calls[k].resp->get->n_points;
-			     i++)
-				pts[res->n_points++] =
-				    calls[k].resp->get->points[i];
+		for (size_t p = 0; p < gr->n_ids; p++)
+			if (at[p])
+				pts[res->n_points++] = at[p];
 		rs->result_case = SHOAL__V1__RESPONSE__RESULT_GET;
 		rs->get = res;
 	}
 	defer_calls(a, calls, ng);
-	return rc ? rc : (res && pts ? SH_OK : SH_ENOMEM);
+	return rc ? rc : (res && pts && at ? SH_OK : SH_ENOMEM);
 }
 
 /* ---- Search ---------------------------------------------------------------
