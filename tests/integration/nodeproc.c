@@ -72,7 +72,7 @@ static int read_ready(nodeproc *p)
 		}
 	}
 	fclose(f);
-	return got ? 0 : -1;
+	return got || *p->metrics ? 0 : -1;
 }
 
 int np_start(nodeproc *p, const char *data_dir, const char *const *extra)
@@ -83,29 +83,40 @@ int np_start(nodeproc *p, const char *data_dir, const char *const *extra)
 int np_start_bin(nodeproc *p, const char *bin_env, const char *data_dir,
 		 const char *const *extra)
 {
+	const char *args[64];
+	int a = 0;
+	args[a++] = "--listen";
+	args[a++] = "tcp://127.0.0.1:0";
+	args[a++] = "--data-dir";
+	args[a++] = data_dir;
+	args[a++] = "--threads";
+	args[a++] = "4";
+	for (int i = 0; extra && extra[i] && a < 63; i++)
+		args[a++] = extra[i];
+	args[a] = NULL;
+	return np_spawn(p, bin_env, data_dir, args);
+}
+
+int np_spawn(nodeproc *p, const char *bin_env, const char *name,
+	     const char *const *args)
+{
 	const char *bin = getenv(bin_env);
 	if (!bin)
 		fail_msg("%s is not set", bin_env);
 	memset(p, 0, sizeof(*p));
-	snprintf(p->data_dir, sizeof(p->data_dir), "%s", data_dir);
-	snprintf(p->ready, sizeof(p->ready), "%s.ready", data_dir);
-	snprintf(p->log, sizeof(p->log), "%s.log", data_dir);
+	snprintf(p->data_dir, sizeof(p->data_dir), "%s", name);
+	snprintf(p->ready, sizeof(p->ready), "%s.ready", name);
+	snprintf(p->log, sizeof(p->log), "%s.log", name);
 	unlink(p->ready);
-	const char *argv[64];
+	const char *argv[72];
 	int a = 0;
 	argv[a++] = bin;
-	argv[a++] = "--listen";
-	argv[a++] = "tcp://127.0.0.1:0";
 	argv[a++] = "--metrics";
 	argv[a++] = "127.0.0.1:0";
-	argv[a++] = "--data-dir";
-	argv[a++] = p->data_dir;
 	argv[a++] = "--ready-file";
 	argv[a++] = p->ready;
-	argv[a++] = "--threads";
-	argv[a++] = "4";
-	for (int i = 0; extra && extra[i] && a < 62; i++)
-		argv[a++] = extra[i];
+	for (int i = 0; args && args[i] && a < 70; i++)
+		argv[a++] = args[i];
 	argv[a] = NULL;
 	pid_t parent = getpid();
 	pid_t pid = fork();
@@ -131,7 +142,7 @@ int np_start_bin(nodeproc *p, const char *bin_env, const char *data_dir,
 		int st;
 		if (waitpid(pid, &st, WNOHANG) == pid) {
 			p->pid = 0;
-			print_error("shoal-node exited during start (see %s)\n",
+			print_error("%s exited during start (see %s)\n", bin,
 				    p->log);
 			return -1;
 		}

@@ -36,6 +36,13 @@ int np_start(nodeproc *p, const char *data_dir, const char *const *extra);
 int np_start_bin(nodeproc *p, const char *bin_env, const char *data_dir,
 		 const char *const *extra);
 
+/* The general form: starts the binary named by $bin_env with --metrics
+ * 127.0.0.1:0, --ready-file NAME.ready and args (NULL-terminated), logging
+ * to NAME.log, and waits (up to 60 s) for the ready file, which gives
+ * p->url (listen=, may be empty) and p->metrics. p->data_dir gets name. */
+int np_spawn(nodeproc *p, const char *bin_env, const char *name,
+	     const char *const *args);
+
 /* Sends sig and waits up to 20 s (then SIGKILL). Returns the exit status as
  * waitpid reports it, or -1. Safe to call twice. */
 int np_stop(nodeproc *p, int sig);
