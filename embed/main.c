@@ -23,7 +23,8 @@
 
 struct cfg {
 	const char *listen, *metrics, *config, *log_level, *ready_file;
-	const char *model, *router, *data_dir;
+	const char *router, *data_dir;
+	sh_strlist model;
 	int backend;
 	bool batching;
 	int64_t max_batch, max_queue_delay_us, max_queue, cache_entries;
@@ -62,39 +63,20 @@ static void on_stop(void *ctx)
 	sh_server_stop(a->server, a->drain_ms);
 	a->server = NULL;
 }
-/* --model may be repeated on the command line (flags.h keeps the last
- * value of a flag): the values of every --model before the first
- * argument are joined with commas. Returns a malloc'd list, or NULL when
- * --model appears at most once. */
-static char *joined_models(int argc, char **argv)
+/* The values of every --model joined with commas (each may itself be a
+ * NAME=DIR,NAME=DIR list): malloc'd, or NULL when there are none. */
+static char *joined_models(const sh_strlist *l)
 {
-	size_t cap = 1, count = 0;
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--"))
-			break;
-		if (!strcmp(argv[i], "--model") && i + 1 < argc)
-			cap += strlen(argv[++i]) + 1, count++;
-		else if (!strncmp(argv[i], "--model=", 8))
-			cap += strlen(argv[i]) + 1, count++;
-	}
-	if (count < 2)
+	size_t cap = 1;
+	for (size_t i = 0; i < l->n; i++)
+		cap += strlen(l->v[i]) + 1;
+	if (!l->n)
 		return NULL;
 	char *s = calloc(1, cap);
-	if (!s)
-		return NULL;
-	for (int i = 1; i < argc; i++) {
-		const char *v = NULL;
-		if (!strcmp(argv[i], "--"))
-			break;
-		if (!strcmp(argv[i], "--model") && i + 1 < argc)
-			v = argv[++i];
-		else if (!strncmp(argv[i], "--model=", 8))
-			v = argv[i] + 8;
-		if (v) {
-			if (*s)
-				strcat(s, ",");
-			strcat(s, v);
-		}
+	for (size_t i = 0; s && i < l->n; i++) {
+		if (i)
+			strcat(s, ",");
+		strcat(s, l->v[i]);
 	}
 	return s;
 }
@@ -152,7 +134,7 @@ int main(int argc, char **argv)
 	     "IPV4:PORT of the HTTP listener for /metrics and /healthz "
 	     "(\"\" for none)",
 	     NULL, 0, 0},
-	    {"model", SH_FLAG_STR, &c.model,
+	    {"model", SH_FLAG_LIST, &c.model,
 	     "NAME=DIR of a sentence-transformers model; repeat the flag (or "
 	     "give NAME=DIR,NAME=DIR) for several; the first is the default. "
 	     "Unset: minilm=" SHOAL_MODELS_DIR "/all-MiniLM-L6-v2",
@@ -223,9 +205,7 @@ int main(int argc, char **argv)
 		return status;
 	signal(SIGPIPE, SIG_IGN);
 
-	char *models = joined_models(argc, argv);
-	if (!models && c.model)
-		models = strdup(c.model);
+	char *models = joined_models(&c.model);
 	if (!models) {
 		const char *def = SHOAL_MODELS_DIR "/all-MiniLM-L6-v2";
 		struct stat st;
