@@ -9,6 +9,14 @@
 #   deploy/local-cluster.sh down [--dir DIR]             stop cleanly (SIGTERM)
 #   deploy/local-cluster.sh url [--dir DIR]              print the router URL
 #   deploy/local-cluster.sh embed-url [--dir DIR]        print shoal-embed's URL
+#   deploy/local-cluster.sh kafka-url [--dir DIR]        print the Kafka bootstrap
+#
+# `up --kafka [--topic T]` also starts shoal-kafka-mock, a TEST Kafka cluster
+# (librdkafka's in-memory mock brokers: no durability, gone when stopped;
+# topic T, default "products", with 8 partitions), and one shoal-ingest
+# worker that consumes T into the cluster (dead letters to T.dlq). Point a
+# producer at `kafka-url`. For a real Kafka, run shoal-ingest yourself
+# (docs/ingest.md). Once given, --kafka sticks to DIR.
 #
 # DIR defaults to ./shoal-cluster. The first `up` picks free ports and
 # writes them to DIR/cluster.env; later `up`s reuse them, so the router's
@@ -21,15 +29,21 @@ cmd=${1:-}
 shift || true
 dir=./shoal-cluster
 nodes=3
+kafka=0
+topic=products
 while (($#)); do
   case $1 in
     --nodes) nodes=$2; shift 2 ;;
     --dir) dir=$2; shift 2 ;;
+    --kafka) kafka=1; shift ;;
+    --topic) topic=$2; shift 2 ;;
     *) echo "local-cluster: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 [[ $nodes =~ ^[0-9]+$ ]] && ((nodes >= 1 && nodes <= 64)) ||
   { echo "local-cluster: --nodes must be 1..64" >&2; exit 2; }
+[[ $topic =~ ^[A-Za-z0-9._-]{1,200}$ ]] ||
+  { echo "local-cluster: --topic must be 1..200 of [A-Za-z0-9._-]" >&2; exit 2; }
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 env_file=$dir/cluster.env
@@ -133,9 +147,35 @@ cmd_up() {
     fi
     wait_ready embed
   fi
+  if ((kafka)) && ! grep -q '^KAFKA_TOPIC=' "$env_file"; then
+    read -r -a p <<<"$(free_ports 1)"
+    { echo "KAFKA_TOPIC=$topic"; echo "INGEST_METRICS=${p[0]}"; } >>"$env_file"
+    # shellcheck disable=SC1090
+    source "$env_file"
+  fi
+  if [[ -n ${KAFKA_TOPIC:-} ]]; then
+    [[ -x $build/deploy/kafka-mock/shoal-kafka-mock && -x $build/ingest/shoal-ingest ]] ||
+      die "no shoal-kafka-mock or shoal-ingest in $build"
+    if ! alive "$dir/kafka.pid"; then
+      launch kafka "$build/deploy/kafka-mock/shoal-kafka-mock" --brokers 3 \
+        --topic "$KAFKA_TOPIC:8" --topic "$KAFKA_TOPIC.dlq:1"
+    fi
+    wait_ready kafka
+    local bootstrap
+    bootstrap=$(sed -n 's/^bootstrap=//p' "$dir/kafka.ready")
+    if ! alive "$dir/ingest.pid"; then
+      local embed_args=()
+      alive "$dir/embed.pid" && embed_args=(--embed "tcp://127.0.0.1:$EMBED_PORT")
+      launch ingest "$build/ingest/shoal-ingest" --brokers "$bootstrap" \
+        --topic "$KAFKA_TOPIC" --router "tcp://127.0.0.1:$ROUTER_PORT" \
+        --metrics "127.0.0.1:$INGEST_METRICS" "${embed_args[@]}"
+    fi
+    wait_ready ingest
+  fi
   echo "local-cluster: up: router tcp://127.0.0.1:$ROUTER_PORT" \
     "(metrics http://127.0.0.1:$ROUTER_METRICS), $NODES nodes," \
     "$(alive "$dir/embed.pid" && echo "shoal-embed tcp://127.0.0.1:$EMBED_PORT," )" \
+    "$(alive "$dir/ingest.pid" && echo "Kafka (TEST) $(cmd_kafka_url) topic $KAFKA_TOPIC -> shoal-ingest (metrics http://127.0.0.1:$INGEST_METRICS)," )" \
     "data in $dir" >&2
 }
 
@@ -143,7 +183,7 @@ cmd_down() {
   [[ -f $env_file ]] || { echo "local-cluster: nothing in $dir" >&2; return 0; }
   # shellcheck disable=SC1090
   source "$env_file"
-  local names=(embed router)
+  local names=(ingest kafka embed router)
   for ((i = 1; i <= NODES; i++)); do names+=("node$i"); done
   for n in "${names[@]}"; do
     alive "$dir/$n.pid" && kill -TERM "$(cat "$dir/$n.pid")" 2>/dev/null || true
@@ -176,6 +216,15 @@ cmd_status() {
     [[ $h == 200 ]] || rc=1
     printf '%-8s %-8s %-26s %s\n' embed "$pid" "tcp://127.0.0.1:$EMBED_PORT" "$h"
   fi
+  if [[ -n ${KAFKA_TOPIC:-} ]]; then
+    pid=$(alive "$dir/kafka.pid" && cat "$dir/kafka.pid" || echo -)
+    [[ $pid != - ]] || rc=1
+    printf '%-8s %-8s %-26s %s\n' kafka "$pid" "$(cmd_kafka_url 2>/dev/null || echo -)" "(TEST broker)"
+    pid=$(alive "$dir/ingest.pid" && cat "$dir/ingest.pid" || echo -)
+    h=$(health "http://127.0.0.1:$INGEST_METRICS")
+    [[ $h == 200 ]] || rc=1
+    printf '%-8s %-8s %-26s %s\n' ingest "$pid" "topic $KAFKA_TOPIC" "$h"
+  fi
   for ((i = 1; i <= NODES; i++)); do
     local port_var=NODE${i}_PORT metrics_var=NODE${i}_METRICS
     pid=$(alive "$dir/node$i.pid" && cat "$dir/node$i.pid" || echo -)
@@ -201,11 +250,17 @@ cmd_embed_url() {
   echo "tcp://127.0.0.1:$EMBED_PORT"
 }
 
+cmd_kafka_url() {
+  [[ -f $dir/kafka.ready ]] && alive "$dir/kafka.pid" || die "no Kafka in $dir"
+  sed -n 's/^bootstrap=//p' "$dir/kafka.ready"
+}
+
 case $cmd in
   up) cmd_up ;;
+  kafka-url) cmd_kafka_url ;;
   embed-url) cmd_embed_url ;;
   down) cmd_down ;;
   status) cmd_status ;;
   url) cmd_url ;;
-  *) echo "usage: $0 up|down|status|url|embed-url [--nodes N] [--dir DIR]" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|url|embed-url|kafka-url [--nodes N] [--dir DIR] [--kafka [--topic T]]" >&2; exit 2 ;;
 esac
