@@ -3,7 +3,7 @@
 together (selectors, volumes, config keys), and every flag the configs set
 is one the binaries accept (from their --help).
 
-usage: check_deploy.py DEPLOY_DIR SHOAL_NODE SHOAL_ROUTER
+usage: check_deploy.py DEPLOY_DIR BINARY...   (shoal-node, shoal-router, ...)
 Exit 0 when all is well, 1 with one line per problem, 77 (skip) without
 python3-yaml.
 """
@@ -21,7 +21,8 @@ except ImportError:
     print("SKIP: python3-yaml is not installed")
     sys.exit(77)
 
-deploy, node_bin, router_bin = sys.argv[1:4]
+deploy = sys.argv[1]
+bins = {os.path.basename(b): b for b in sys.argv[2:]}
 problems = []
 
 
@@ -43,9 +44,17 @@ def check_conf(text, allowed, where):
             problems.append(f"{where}:{n}: unknown flag --{m.group(1)}")
 
 
-node_flags, router_flags = flags_of(node_bin), flags_of(router_bin)
-if "listen" not in node_flags or "nodes" not in router_flags:
+flags = {name: flags_of(path) for name, path in bins.items()}
+if any(not f for f in flags.values()):
     problems.append("could not read the flags from --help")
+
+
+def binary_for(name):
+    """The shoal binary a unit or config key names (node by default)."""
+    for b in bins:
+        if b != "shoal-node" and b.split("-", 1)[1] in name:
+            return b
+    return "shoal-node"
 
 # ---- systemd ---------------------------------------------------------------
 sd = os.path.join(deploy, "systemd")
@@ -65,20 +74,23 @@ for u in units:
         if not cp.has_section(sec):
             problems.append(f"{u}: no [{sec}]")
     exe = cp.get("Service", "ExecStart", fallback="").split()
-    want = "shoal-router" if "router" in u else "shoal-node"
+    want = binary_for(u)
+    if want not in bins:
+        problems.append(f"{u}: no {want} binary given to check it against")
+        continue
     if not exe or os.path.basename(exe[0]) != want or "--config" not in exe:
         problems.append(f"{u}: ExecStart must run {want} --config FILE")
+        continue
     # The comment block documents a config: its flags must exist.
     sample = "\n".join(l[1:].strip() for l in open(path)
                        if re.match(r"^#\s+[a-z-]+ = ", l))
-    check_conf(sample, router_flags if want == "shoal-router" else node_flags,
-               u)
+    check_conf(sample, flags[want], u)
     # systemd's own verifier, with ExecStart pointing at the built binary
     if shutil.which("systemd-analyze"):
         with tempfile.TemporaryDirectory() as d:
             inst = u.replace("@.service", "@1.service")
-            text = open(path).read().replace(exe[0], os.path.abspath(
-                router_bin if want == "shoal-router" else node_bin))
+            text = open(path).read().replace(exe[0],
+                                             os.path.abspath(bins[want]))
             open(os.path.join(d, inst), "w").write(text)
             r = subprocess.run(["systemd-analyze", "verify", "--man=no",
                                 os.path.join(d, inst)],
@@ -142,8 +154,11 @@ for s in kinds.get("Service", []):
         problems.append(f"Service {s['metadata']['name']}: selects no pods")
 for cm in kinds.get("ConfigMap", []):
     for key, text in cm.get("data", {}).items():
-        allowed = router_flags if "router" in key else node_flags
-        check_conf(text, allowed, f"ConfigMap {key}")
+        want = binary_for(key)
+        if want not in bins:
+            problems.append(f"ConfigMap {key}: no {want} binary to check")
+            continue
+        check_conf(text, flags[want], f"ConfigMap {key}")
 
 for p in problems:
     print(p)
