@@ -1183,6 +1183,10 @@ int sh_ingest_open(const sh_ingest_opts *o, sh_ingest **out, char *err,
 			      "earliest",
 			      "enable.partition.eof",
 			      "false",
+			      /* freshness: a broker holds an empty fetch
+			       * this long (librdkafka's default is 500 ms) */
+			      "fetch.wait.max.ms",
+			      "10",
 			      NULL};
 	rd_kafka_conf_t *c;
 	if ((rc = make_conf(o, cons, &c, err, errlen)) != SH_OK)

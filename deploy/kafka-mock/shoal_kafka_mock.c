@@ -81,7 +81,10 @@ static void usage(FILE *f)
 	    "allow.auto.create.topics=false.  Give every topic whose "
 	    "partition\n"
 	    "count matters, or that a regex subscription must find, with\n"
-	    "--topic.\n",
+	    "--topic.\n"
+	    "\n"
+	    "Retention: a partition keeps only its last 5 MiB of messages\n"
+	    "(librdkafka 2.0's mock drops older ones, unread or not).\n",
 	    MAX_BROKERS);
 }
 

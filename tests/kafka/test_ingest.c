@@ -8,12 +8,16 @@
  * holds exactly what the highest version of each id says: the upserted
  * vector and payload of that version, or nothing after a delete.
  *
- *   (1) many changes out of order across partitions, one worker;
+ *   (1) many changes out of order across partitions, one worker (8
+ *       partitions: the mock keeps only the last 5 MiB of a partition, and
+ *       everything is produced before the worker starts);
  *   (2) the worker killed with SIGKILL at random moments and restarted;
  *   (3) two workers in one group, one leaves mid-stream;
  *   (4) malformed records go to the dead-letter topic with their error,
  *       the rest are applied;
- *   (5) a node down for a while: the worker retries, pauses, catches up.
+ *   (5) a node down for a while: the worker retries, pauses, catches up;
+ *   (6) records with a text and no vector are embedded by shoal-embed on
+ *       the way in (skipped when the model is not installed).
  *
  * SHOAL_INGEST_RECORDS sets the size of (1) (default 100,000; 20,000 under
  * AddressSanitizer) and SHOAL_INGEST_KILLS the kills of (2) (default 10).
@@ -129,6 +133,17 @@ static struct change *make_changes(uint64_t nid, uint64_t per, size_t *n)
 	return c;
 }
 
+/* make_changes and the state they must end in. */
+static struct change *scenario(uint64_t nid, uint64_t per, size_t *n,
+			       struct expect *e)
+{
+	struct change *c = make_changes(nid, per, n);
+	expect_init(e, nid);
+	for (size_t i = 0; i < *n; i++)
+		expect_add(e, &c[i]);
+	return c;
+}
+
 static int json_of(const struct change *c, const char *coll, char *buf,
 		   size_t cap)
 {
@@ -183,10 +198,11 @@ static void create(const char *coll)
 	assert_int_equal(shoal_collection_create(cl, &cfg), SHOAL_OK);
 }
 
-/* Starts a worker of group on topic, with --max-pending pending. */
-static void start_worker_pending(nodeproc *w, const char *name,
-				 const char *topic, const char *group,
-				 const char *pending)
+/* Starts a worker of group on topic, with --max-pending pending and
+ * --embed embed (NULL: none). */
+static void start_worker_with(nodeproc *w, const char *name, const char *topic,
+			      const char *group, const char *pending,
+			      const char *embed)
 {
 	char dir[700];
 	snprintf(dir, sizeof(dir), "%s/%s", tmp, name);
@@ -216,6 +232,8 @@ static void start_worker_pending(nodeproc *w, const char *name,
 			      "heartbeat.interval.ms=500",
 			      "--max-pending",
 			      pending,
+			      embed ? "--embed" : NULL,
+			      embed,
 			      NULL};
 	assert_int_equal(np_spawn(w, "SHOAL_INGEST_BIN", dir, args), 0);
 }
@@ -223,7 +241,7 @@ static void start_worker_pending(nodeproc *w, const char *name,
 static void start_worker(nodeproc *w, const char *name, const char *topic,
 			 const char *group)
 {
-	start_worker_pending(w, name, topic, group, "20000");
+	start_worker_with(w, name, topic, group, "20000", NULL);
 }
 
 /* SIGTERM: the worker finishes, commits, leaves the group and exits 0 (a
@@ -333,7 +351,8 @@ static int setup(void **state)
 {
 	(void)state;
 	np_tmpdir(tmp, sizeof(tmp));
-	const char *topics[] = {"t1:4", "t2:4", "t3:4", "t4:2", "t5:4", NULL};
+	const char *topics[] = {"t1:8", "t2:4", "t3:4", "t4:2",
+				"t5:4", "t6:2", NULL};
 	if (kt_mock_start(&mock, getenv("SHOAL_KAFKA_MOCK_BIN"), 3, topics))
 		return -1;
 	char dir[700];
@@ -383,11 +402,8 @@ static void test_out_of_order_changes_end_in_the_newest_state(void **state)
 #endif
 	uint64_t per = 20, nid = (total + per - 1) / per;
 	size_t n;
-	struct change *c = make_changes(nid, per, &n);
 	struct expect e;
-	expect_init(&e, nid);
-	for (size_t i = 0; i < n; i++)
-		expect_add(&e, &c[i]);
+	struct change *c = scenario(nid, per, &n, &e);
 	create("c1");
 	rd_kafka_t *p = producer();
 	produce(p, "t1", "c1", c, n);
@@ -419,11 +435,8 @@ static void test_killed_worker_restarts_and_state_is_exact(void **state)
 	size_t kills = env_size("SHOAL_INGEST_KILLS", 10);
 	uint64_t nid = 1000, per = 20;
 	size_t n;
-	struct change *c = make_changes(nid, per, &n);
 	struct expect e;
-	expect_init(&e, nid);
-	for (size_t i = 0; i < n; i++)
-		expect_add(&e, &c[i]);
+	struct change *c = scenario(nid, per, &n, &e);
 	create("c2");
 	rd_kafka_t *p = producer();
 	nodeproc w;
@@ -454,11 +467,8 @@ static void test_two_workers_one_leaves(void **state)
 	(void)state;
 	uint64_t nid = 1000, per = 20;
 	size_t n;
-	struct change *c = make_changes(nid, per, &n);
 	struct expect e;
-	expect_init(&e, nid);
-	for (size_t i = 0; i < n; i++)
-		expect_add(&e, &c[i]);
+	struct change *c = scenario(nid, per, &n, &e);
 	create("c3");
 	rd_kafka_t *p = producer();
 	nodeproc a, b;
@@ -583,16 +593,13 @@ static void test_node_down_worker_pauses_and_catches_up(void **state)
 	(void)state;
 	uint64_t nid = 2000, per = 10;
 	size_t n;
-	struct change *c = make_changes(nid, per, &n);
 	struct expect e;
-	expect_init(&e, nid);
-	for (size_t i = 0; i < n; i++)
-		expect_add(&e, &c[i]);
+	struct change *c = scenario(nid, per, &n, &e);
 	create("c5");
 	rd_kafka_t *p = producer();
 	nodeproc w;
 	/* a small queue, so that the outage fills it */
-	start_worker_pending(&w, "w5", "t5", "g5", "200");
+	start_worker_with(&w, "w5", "t5", "g5", "200", NULL);
 	produce(p, "t5", "c5", c, n / 4);
 	assert_int_equal(kt_flush(p, 30000), 0);
 	/* node 2 goes away; writes to its slots fail and are retried */
@@ -625,6 +632,85 @@ static void test_node_down_worker_pauses_and_catches_up(void **state)
 	expect_free(&e);
 }
 
+/* (6) */
+static void test_texts_are_embedded_on_the_way_in(void **state)
+{
+	(void)state;
+	const char *model = getenv("SHOAL_MODEL_DIR");
+	char cfg[700];
+	snprintf(cfg, sizeof(cfg), "%s/config.json", model ? model : "");
+	if (!model || access(cfg, R_OK) != 0 || !getenv("SHOAL_EMBED_BIN")) {
+		print_message("no model installed (deploy/fetch-model.sh)\n");
+		skip();
+	}
+	char dir[700], spec[800];
+	snprintf(dir, sizeof(dir), "%s/embed", tmp);
+	snprintf(spec, sizeof(spec), "minilm=%s", model);
+	const char *extra[] = {"--model", spec, NULL};
+	nodeproc emb;
+	assert_int_equal(np_start_bin(&emb, "SHOAL_EMBED_BIN", dir, extra), 0);
+	shoal_collection_config cc = {
+	    .name = "c6", .dim = 384, .metric = SHOAL_METRIC_COSINE};
+	assert_int_equal(shoal_collection_create(cl, &cc), SHOAL_OK);
+	static const char *const texts[] = {
+	    "red leather running shoes",
+	    "stainless steel kettle 1.7 l",
+	    "wireless noise cancelling headphones",
+	    "oak dining table",
+	    "cotton summer dress, size m",
+	    "waterproof hiking backpack 30 l"};
+	enum { NT = sizeof(texts) / sizeof(texts[0]) };
+	rd_kafka_t *p = producer();
+	for (int i = 0; i < NT; i++) {
+		char buf[512], key[8];
+		int len = snprintf(buf, sizeof(buf),
+				   "{\"op\":\"upsert\",\"collection\":\"c6\","
+				   "\"id\":%d,\"version\":1,\"text\":\"%s\"}",
+				   i, texts[i]);
+		int kl = snprintf(key, sizeof(key), "%d", i);
+		assert_int_equal(kt_produce(p, "t6", RD_KAFKA_PARTITION_UA, key,
+					    (size_t)kl, buf, (size_t)len, NULL),
+				 0);
+	}
+	assert_int_equal(kt_flush(p, 30000), 0);
+	nodeproc w;
+	start_worker_with(&w, "w6", "t6", "g6", "20000", emb.url);
+	/* each point's vector is the text's embedding, one text at a time */
+	shoal_embedder *e = NULL;
+	const char *urls[] = {emb.url};
+	assert_int_equal(shoal_embedder_connect(urls, 1, 10000, &e), SHOAL_OK);
+	for (int i = 0; i < NT; i++) {
+		shoal_id id = shoal_id_num((uint64_t)i);
+		shoal_points *pts = NULL;
+		for (int t = 0; t < 600; t++) {
+			assert_int_equal(
+			    shoal_get(cl, "c6", &id, 1, false, true, &pts),
+			    SHOAL_OK);
+			if (pts->n)
+				break;
+			shoal_points_free(pts);
+			pts = NULL;
+			sleep_ms(100);
+		}
+		assert_non_null(pts);
+		assert_int_equal(pts->n, 1);
+		shoal_embeddings *v = NULL;
+		assert_int_equal(shoal_embed(e, NULL, &texts[i], 1, &v),
+				 SHOAL_OK);
+		double dot = 0;
+		for (size_t j = 0; j < 384; j++)
+			dot += (double)v->vectors[j] *
+			       (double)pts->points[0].vector[j];
+		assert_true(dot > 0.9999);
+		shoal_embeddings_free(v);
+		shoal_points_free(pts);
+	}
+	shoal_embedder_close(e);
+	assert_stops_clean(&w);
+	kt_producer_destroy(p);
+	np_stop(&emb, SIGTERM);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -633,6 +719,7 @@ int main(void)
 	    cmocka_unit_test(test_two_workers_one_leaves),
 	    cmocka_unit_test(test_node_down_worker_pauses_and_catches_up),
 	    cmocka_unit_test(test_killed_worker_restarts_and_state_is_exact),
+	    cmocka_unit_test(test_texts_are_embedded_on_the_way_in),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
