@@ -23,37 +23,21 @@ static int rm_one(const char *p, const struct stat *s, int f, struct FTW *w)
 	return 0;
 }
 
-int bench_proc_start(struct bench_proc *p, const char *bin,
-		     const char *const *extra)
+/* Forks bin with argv (argv[0] = bin), stderr to DIR/log, and waits until
+ * the ready file p->ready has a line "key=...": its value goes to p->url. */
+static int spawn_wait(struct bench_proc *p, const char *bin,
+		      const char *const *argv, const char *key)
 {
-	memset(p, 0, sizeof(*p));
-	snprintf(p->dir, sizeof(p->dir), "/tmp/shoal-bench-XXXXXX");
-	if (!mkdtemp(p->dir)) {
-		fprintf(stderr, "bench: mkdtemp: %s\n", strerror(errno));
-		return -1;
-	}
-	char data[600], logp[600];
-	snprintf(data, sizeof(data), "%s/data", p->dir);
+	char logp[600];
 	snprintf(logp, sizeof(logp), "%s/log", p->dir);
-	snprintf(p->ready, sizeof(p->ready), "%s/ready", p->dir);
-	const char *argv[64];
-	int a = 0;
-	argv[a++] = bin;
-	argv[a++] = "--listen";
-	argv[a++] = "tcp://127.0.0.1:0";
-	argv[a++] = "--metrics";
-	argv[a++] = "";
-	argv[a++] = "--data-dir";
-	argv[a++] = data;
-	argv[a++] = "--ready-file";
-	argv[a++] = p->ready;
-	for (int i = 0; extra && extra[i] && a < 63; i++)
-		argv[a++] = extra[i];
-	argv[a] = NULL;
+	size_t kl = strlen(key);
 	pid_t parent = getpid();
 	p->pid = fork();
-	if (p->pid < 0)
+	if (p->pid < 0) {
+		p->pid = 0;
+		fprintf(stderr, "bench: fork: %s\n", strerror(errno));
 		return -1;
+	}
 	if (p->pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (getppid() != parent)
@@ -71,10 +55,11 @@ int bench_proc_start(struct bench_proc *p, const char *bin,
 		if (f) {
 			char line[600];
 			while (fgets(line, sizeof(line), f))
-				if (!strncmp(line, "listen=", 7)) {
+				if (!strncmp(line, key, kl) &&
+				    line[kl] == '=') {
 					line[strcspn(line, "\n")] = 0;
 					snprintf(p->url, sizeof(p->url), "%s",
-						 line + 7);
+						 line + kl + 1);
 				}
 			fclose(f);
 			if (*p->url)
@@ -92,6 +77,66 @@ int bench_proc_start(struct bench_proc *p, const char *bin,
 	fprintf(stderr, "bench: %s did not start\n", bin);
 	bench_proc_stop(p, 1);
 	return -1;
+}
+
+static int make_dir(struct bench_proc *p)
+{
+	memset(p, 0, sizeof(*p));
+	snprintf(p->dir, sizeof(p->dir), "/tmp/shoal-bench-XXXXXX");
+	if (!mkdtemp(p->dir)) {
+		fprintf(stderr, "bench: mkdtemp: %s\n", strerror(errno));
+		*p->dir = 0;
+		return -1;
+	}
+	snprintf(p->ready, sizeof(p->ready), "%s/ready", p->dir);
+	return 0;
+}
+
+int bench_proc_start(struct bench_proc *p, const char *bin,
+		     const char *const *extra)
+{
+	if (make_dir(p))
+		return -1;
+	char data[600];
+	snprintf(data, sizeof(data), "%s/data", p->dir);
+	const char *argv[64];
+	int a = 0;
+	argv[a++] = bin;
+	argv[a++] = "--listen";
+	argv[a++] = "tcp://127.0.0.1:0";
+	argv[a++] = "--metrics";
+	argv[a++] = "";
+	argv[a++] = "--data-dir";
+	argv[a++] = data;
+	argv[a++] = "--ready-file";
+	argv[a++] = p->ready;
+	for (int i = 0; extra && extra[i] && a < 63; i++)
+		argv[a++] = extra[i];
+	argv[a] = NULL;
+	return spawn_wait(p, bin, argv, "listen");
+}
+
+int bench_proc_start_args(struct bench_proc *p, const char *bin,
+			  const char *const *args, const char *key)
+{
+	if (make_dir(p))
+		return -1;
+	const char *argv[64];
+	int a = 0;
+	argv[a++] = bin;
+	argv[a++] = "--ready-file";
+	argv[a++] = p->ready;
+	for (int i = 0; args && args[i]; i++) {
+		if (a >= 63) {
+			fprintf(stderr, "bench: too many arguments for %s\n",
+				bin);
+			bench_proc_stop(p, 0);
+			return -1;
+		}
+		argv[a++] = args[i];
+	}
+	argv[a] = NULL;
+	return spawn_wait(p, bin, argv, key);
 }
 
 void bench_proc_stop(struct bench_proc *p, int keep)

@@ -20,6 +20,14 @@ struct bench_proc {
 int bench_proc_start(struct bench_proc *p, const char *bin,
 		     const char *const *extra);
 
+/* Starts bin with --ready-file DIR/ready and then args (NULL-terminated,
+ * may be NULL), nothing else (for programs without --listen / --data-dir,
+ * e.g. shoal-ingest); stderr goes to DIR/log. Waits (60 s) until the ready
+ * file has a line "key=VALUE" and copies VALUE into p->url. Returns 0, or
+ * prints why and returns -1. */
+int bench_proc_start_args(struct bench_proc *p, const char *bin,
+			  const char *const *args, const char *key);
+
 /* SIGTERM, wait; then remove its directory unless keep. */
 void bench_proc_stop(struct bench_proc *p, int keep);
 

@@ -35,6 +35,7 @@
 #include "bench_util.h"
 #include "cluster_bench.h"
 #include "embed_bench.h"
+#include "ingest_bench.h"
 #include "fmnist.h"
 #include "node_bench.h"
 #include "peers.h"
@@ -381,6 +382,10 @@ static void usage(FILE *f)
 "  shoal-bench embed [--embed-bin PATH] [--model NAME=DIR]\n"
 "                   [--backends cpu,cuda] [--concurrency 1,8,64]\n"
 "                   [--seconds 3] [--max-batch 64] [--delay-us 2000]\n"
+"  shoal-bench ingest [--records 100000] [--dim 128] [--rates 1000,5000]\n"
+"                   [--seconds 10] [--nodes 3] [--fsync always|batch|never]\n"
+"                   [--storage f32|int8] [--ef-construction N]\n"
+"                   [--ingest-flag NAME=VALUE] [--quick] [--keep]\n"
 "  shoal-bench --help\n"
 "\n"
 "hnsw: build an HNSW index of the base vectors with each engine, then for\n"
@@ -421,7 +426,13 @@ static void usage(FILE *f)
 "embed: starts shoal-embed (batching on, off, and the cache-hit path) per\n"
 "backend present and measures texts/s, p50/p99 of one-text requests of\n"
 "short product queries at each client concurrency; --url URL measures a\n"
-"server started elsewhere instead. See bench/embed_bench.c.\n",
+"server started elsewhere instead. See bench/embed_bench.c.\n"
+"\n"
+"ingest: starts the shoal-kafka-mock TEST Kafka cluster, --nodes nodes, a\n"
+"router and shoal-ingest, and measures records/s from a pre-filled topic\n"
+"(with and without the consumer-group join) and freshness (produce ->\n"
+"searchable through the router) at each offered rate. --quick: a smoke\n"
+"test of a few seconds. See bench/ingest_bench.c.\n",
 		f);
 	/* clang-format on */
 }
@@ -1667,12 +1678,16 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "embed"))
 		return cmd_embed(argc, argv);
 #endif
+#ifdef SHOAL_BENCH_INGEST
+	if (!strcmp(argv[1], "ingest"))
+		return cmd_ingest(argc, argv);
+#endif
 #ifdef SHOAL_BENCH_FMNIST
 	if (!strcmp(argv[1], "fmnist"))
 		return cmd_fmnist(argc, argv);
 #endif
-	errf("unknown command '%s' (hnsw, gen, fmnist, node, cluster or "
-	     "embed; try --help)",
+	errf("unknown command '%s' (hnsw, gen, fmnist, node, cluster, embed "
+	     "or ingest; try --help)",
 	     argv[1]);
 	return 2;
 }
