@@ -2,8 +2,10 @@
  * The embedding server's batcher on a GPU, in process (no sockets: the GPU
  * machine has no nng server to talk to): T client threads each embed one
  * short product query at a time through sh_embed_server_embed, with
- * dynamic batching on and off, the cache off. Prints one JSON line per
- * (mode, concurrency): texts/s, p50, p99. Built and run by gpu-check.sh.
+ * dynamic batching on and off, the cache off, for SECONDS after a 0.5 s
+ * warm-up that is not counted (as shoal-bench embed does). Prints one JSON
+ * line per (mode, concurrency): texts/s, p50, p99, and the longest
+ * forward pass. Built and run by gpu-check.sh.
  *
  *   server_check MODEL_DIR [SECONDS]
  */
@@ -27,7 +29,7 @@ static const char *const words[] = {
 
 struct job {
 	sh_embed_server *s;
-	double until;
+	double from, until; /* the measured window */
 	atomic_uint_fast64_t seq;
 	int err;
 };
@@ -72,6 +74,8 @@ static void *run(void *arg)
 			w->j->err = 1;
 			break;
 		}
+		if (t0 < w->j->from)
+			continue; /* warm-up */
 		if (w->n == w->cap) {
 			w->cap = w->cap ? 2 * w->cap : 4096;
 			w->lat = realloc(w->lat, w->cap * sizeof(float));
@@ -116,9 +120,9 @@ int main(int argc, char **argv)
 			int nt = conc[c];
 			if (!batching && nt > 64)
 				break; /* one text per forward: enough said */
-			struct job j = {.s = s, .until = now_s() + secs};
+			double t0 = now_s() + 0.5;
+			struct job j = {.s = s, .from = t0, .until = t0 + secs};
 			struct worker *w = calloc((size_t)nt, sizeof(*w));
-			double t0 = now_s();
 			for (int i = 0; i < nt; i++) {
 				w[i].j = &j;
 				pthread_create(&w[i].t, NULL, run, &w[i]);
@@ -128,7 +132,7 @@ int main(int argc, char **argv)
 				pthread_join(w[i].t, NULL);
 				total += w[i].n;
 			}
-			double el = now_s() - t0;
+			double el = now_s() - t0; /* from the window's start */
 			float *all =
 			    malloc((total ? total : 1) * sizeof(float));
 			size_t o2 = 0;
