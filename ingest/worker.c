@@ -145,7 +145,9 @@ static void rec_clear(struct rec *r)
 	memset(r, 0, sizeof(*r));
 }
 
-/* Errors that say nothing about the data: retry them. */
+/* Errors that say nothing about the data: retry them (a misconfigured
+ * --router that answers EUNSUPPORTED, or a node whose storage is failing,
+ * must not send good records to the dead-letter topic). */
 static bool transient(int rc)
 {
 	switch (rc) {
@@ -155,6 +157,8 @@ static bool transient(int rc)
 	case SHOAL_EMOVED:
 	case SHOAL_ENOMEM:
 	case SHOAL_EFULL:
+	case SHOAL_EUNSUPPORTED:
+	case SHOAL_ECORRUPT:
 		return true;
 	default:
 		return false;
@@ -696,6 +700,8 @@ static void handle_message(sh_ingest *w, rd_kafka_message_t *m)
 	struct part *x = find_part(w, topic, m->partition);
 	if (!x || x->revoking)
 		return; /* not ours (any more): its owner reads it */
+	if (x->next_offset >= 0 && m->offset < x->next_offset)
+		return; /* already queued: offsets must only move forward */
 	if (x->n == x->cap) {
 		if (x->head > 0) {
 			memmove(x->q, x->q + x->head,
@@ -1167,27 +1173,15 @@ int sh_ingest_open(const sh_ingest_opts *o, sh_ingest **out, char *err,
 
 	char interval[24], errstr[512];
 	snprintf(interval, sizeof(interval), "%d", o->commit_interval_ms);
-	const char *cons[] = {"group.id",
-			      o->group,
-			      "client.id",
-			      "shoal-ingest",
-			      "partition.assignment.strategy",
-			      "cooperative-sticky",
-			      "enable.auto.commit",
-			      "true",
-			      "enable.auto.offset.store",
-			      "false",
-			      "auto.commit.interval.ms",
-			      interval,
-			      "auto.offset.reset",
-			      "earliest",
-			      "enable.partition.eof",
-			      "false",
-			      /* freshness: a broker holds an empty fetch
-			       * this long (librdkafka's default is 500 ms) */
-			      "fetch.wait.max.ms",
-			      "10",
-			      NULL};
+	const char *cons[] = {
+	    "group.id", o->group, "client.id", "shoal-ingest",
+	    "partition.assignment.strategy", "cooperative-sticky",
+	    "enable.auto.commit", "true", "enable.auto.offset.store", "false",
+	    "auto.commit.interval.ms", interval, "auto.offset.reset",
+	    "earliest", "enable.partition.eof", "false",
+	    /* freshness: a broker holds an empty fetch
+	     * this long (librdkafka's default is 500 ms) */
+	    "fetch.wait.max.ms", "10", NULL};
 	rd_kafka_conf_t *c;
 	if ((rc = make_conf(o, cons, &c, err, errlen)) != SH_OK)
 		goto fail;
