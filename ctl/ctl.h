@@ -1,5 +1,6 @@
 /* shoalctl's pieces: shoalctl.c (options, collections, count), cluster.c
- * (status, nodes, add-node), points.c (import, export, search). */
+ * (status, nodes, add-node, rebalance; plan.c plans), points.c (import, export,
+ * search). */
 #ifndef SH_CTL_H
 #define SH_CTL_H
 
@@ -34,6 +35,7 @@ double ctl_now(void);
 int ctl_status(int argc, char **argv);
 int ctl_nodes(int argc, char **argv);
 int ctl_add_node(int argc, char **argv);
+int ctl_rebalance(int argc, char **argv);
 int ctl_import(int argc, char **argv);
 int ctl_export(int argc, char **argv);
 int ctl_search(int argc, char **argv);

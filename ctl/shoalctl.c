@@ -68,6 +68,10 @@ static void usage(FILE *f)
 	    "  status                       nodes, health, slots and points\n"
 	    "  nodes                        the nodes of the cluster map\n"
 	    "  add-node URL                 add a node (it owns no slot yet)\n"
+	    "  rebalance --dry-run [--drain ID[,ID...]]\n"
+	    "                               the moves that would balance the\n"
+	    "                               nodes' points (moving them is not\n"
+	    "                               built yet)\n"
 	    "collections:\n"
 	    "  collections list\n"
 	    "  collections info NAME\n"
@@ -381,6 +385,8 @@ int main(int argc, char **argv)
 		return ctl_nodes(n, rest);
 	if (!strcmp(cmd, "add-node"))
 		return ctl_add_node(n, rest);
+	if (!strcmp(cmd, "rebalance"))
+		return ctl_rebalance(n, rest);
 	if (!strcmp(cmd, "collections"))
 		return cmd_collections(n, rest);
 	if (!strcmp(cmd, "import"))

@@ -1,0 +1,168 @@
+/* The rebalance planner. See plan.h. */
+#include "plan.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "error.h"
+
+static int cmp_move(const void *a, const void *b)
+{
+	const sh_plan_move *x = a, *y = b;
+	if (x->from != y->from)
+		return x->from < y->from ? -1 : 1;
+	return (x->first > y->first) - (x->first < y->first);
+}
+
+int sh_plan_rebalance(const sh_plan_node *nodes, size_t nn,
+		      const sh_plan_range *ranges, size_t nr,
+		      sh_plan_move **out, size_t *nout, uint64_t *after,
+		      char *err, size_t errlen)
+{
+	*out = NULL;
+	*nout = 0;
+	if (nn == 0)
+		return sh_errf(err, errlen, SH_EINVAL, "no nodes");
+	for (size_t i = 0; i < nn; i++)
+		for (size_t j = i + 1; j < nn; j++)
+			if (nodes[i].id == nodes[j].id)
+				return sh_errf(err, errlen, SH_EINVAL,
+					       "node %u is listed twice",
+					       nodes[i].id);
+	int *owner = malloc(SH_PLAN_SLOTS * sizeof(*owner));
+	double *load = calloc(nn, sizeof(*load)), *w = calloc(nn, sizeof(*w));
+	uint32_t *slots = calloc(nn, sizeof(*slots));
+	sh_plan_move *mv = malloc(SH_PLAN_SLOTS * sizeof(*mv));
+	int rc = SH_OK;
+	if (!owner || !load || !w || !slots || !mv) {
+		rc = sh_errf(err, errlen, SH_ENOMEM, "out of memory");
+		goto out;
+	}
+	for (uint32_t s = 0; s < SH_PLAN_SLOTS; s++)
+		owner[s] = -1;
+	for (size_t r = 0; r < nr; r++) {
+		size_t i = 0;
+		while (i < nn && nodes[i].id != ranges[r].node)
+			i++;
+		if (i == nn || ranges[r].first > ranges[r].last ||
+		    ranges[r].last >= SH_PLAN_SLOTS) {
+			rc = sh_errf(err, errlen, SH_EINVAL,
+				     "slots %u-%u: bad range or unknown node "
+				     "%u",
+				     ranges[r].first, ranges[r].last,
+				     ranges[r].node);
+			goto out;
+		}
+		for (uint32_t s = ranges[r].first; s <= ranges[r].last; s++)
+			owner[s] = (int)i;
+		slots[i] += ranges[r].last - ranges[r].first + 1;
+	}
+	uint64_t total = 0;
+	size_t nrecv = 0;
+	for (uint32_t s = 0; s < SH_PLAN_SLOTS; s++)
+		if (owner[s] < 0) {
+			rc = sh_errf(err, errlen, SH_EINVAL,
+				     "slot %u has no owner in the map", s);
+			goto out;
+		}
+	for (size_t i = 0; i < nn; i++) {
+		total += nodes[i].points;
+		nrecv += !nodes[i].drain;
+	}
+	if (!nrecv) {
+		rc = sh_errf(err, errlen, SH_EINVAL,
+			     "every node is being drained: none would hold "
+			     "the slots");
+		goto out;
+	}
+	/* a slot weighs its owner's points per slot (or 1: slot counts) */
+	for (size_t i = 0; i < nn; i++) {
+		w[i] = total == 0      ? 1.0
+		       : slots[i] == 0 ? 0.0
+				       : (double)nodes[i].points / slots[i];
+		load[i] = w[i] * slots[i];
+	}
+	double sum = 0;
+	for (size_t i = 0; i < nn; i++)
+		sum += load[i];
+	double target = sum / (double)nrecv;
+
+	size_t nm = 0;
+	bool *done = calloc(nn, sizeof(*done));
+	if (!done) {
+		rc = sh_errf(err, errlen, SH_ENOMEM, "out of memory");
+		goto out;
+	}
+	for (;;) {
+		/* the donor with the most to give: drains first */
+		size_t d = nn;
+		double best = 0;
+		for (size_t i = 0; i < nn; i++) {
+			if (done[i] || !slots[i])
+				continue;
+			double excess =
+			    nodes[i].drain ? INFINITY : load[i] - target;
+			if (excess > w[i] / 2 && (d == nn || excess > best)) {
+				d = i;
+				best = excess;
+			}
+		}
+		if (d == nn)
+			break;
+		done[d] = true;
+		/* its slots from the top down */
+		for (int s = SH_PLAN_SLOTS - 1; s >= 0; s--) {
+			if (owner[s] != (int)d)
+				continue;
+			if (!nodes[d].drain && load[d] - target <= w[d] / 2)
+				break;
+			size_t r = nn;
+			for (size_t i = 0; i < nn; i++)
+				if (!nodes[i].drain && i != d &&
+				    (r == nn || load[i] < load[r]))
+					r = i;
+			if (r == nn)
+				break;
+			if (!nodes[d].drain && target - load[r] < w[d] / 2)
+				break; /* nobody needs it */
+			owner[s] = (int)r;
+			load[d] -= w[d];
+			load[r] += w[d];
+			slots[d]--;
+			sh_plan_move *last = nm ? &mv[nm - 1] : NULL;
+			if (last && last->from == nodes[d].id &&
+			    last->to == nodes[r].id &&
+			    last->first == (uint32_t)s + 1) {
+				last->first = (uint32_t)s;
+				last->points = (uint64_t)llround(
+				    w[d] * (last->last - last->first + 1));
+			} else {
+				mv[nm++] = (sh_plan_move){
+				    .first = (uint32_t)s,
+				    .last = (uint32_t)s,
+				    .from = nodes[d].id,
+				    .to = nodes[r].id,
+				    .points = (uint64_t)llround(w[d])};
+			}
+		}
+	}
+	free(done);
+	qsort(mv, nm, sizeof(*mv), cmp_move);
+	if (after)
+		for (size_t i = 0; i < nn; i++)
+			after[i] = total == 0 ? 0 : (uint64_t)llround(load[i]);
+	if (nm) {
+		sh_plan_move *shrunk = realloc(mv, nm * sizeof(*mv));
+		*out = shrunk ? shrunk : mv;
+		mv = NULL;
+	}
+	*nout = nm;
+out:
+	free(owner);
+	free(load);
+	free(w);
+	free(slots);
+	free(mv);
+	return rc;
+}
