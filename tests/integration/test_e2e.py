@@ -205,6 +205,21 @@ class ClusterTest(unittest.TestCase):
         self.assertIn("does not exist", r.stderr)
         r = self.ctl("count", "cli", "--filter", "tag = ", check=False)
         self.assertNotEqual(r.returncode, 0)
+        # the rebalance plan: the nodes hold about the same already;
+        # draining node 1 moves all its slots, to the other nodes only
+        plan = json.loads(self.ctl("--json", "rebalance", "--dry-run",
+                                   "--drain", "1").stdout)
+        moved = sum(m["slots"] for m in plan["moves"])
+        mine = sum(s["last"] - s["first"] + 1 for s in st["slots"]
+                   if s["node"] == 1)
+        self.assertEqual(moved, mine)
+        self.assertTrue(all(m["from"] == 1 and m["to"] != 1
+                            for m in plan["moves"]))
+        after = {n["id"]: n["points_after"] for n in plan["nodes"]}
+        self.assertEqual(after[1], 0)
+        r = self.ctl("rebalance", check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("not built yet", r.stderr)
         self.ctl("collections", "drop", "cli")
 
     def test_4_node_down_and_back(self):
