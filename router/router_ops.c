@@ -406,15 +406,13 @@ static int hit_cmp(const void *pa, const void *pb)
 	return id_cmp(x->id, y->id);
 }
 
-/* The union of the slot sets the nodes reported covering. */
-static Shoal__V1__SlotSet *covered_union(struct call *calls, size_t n,
-					 sh_arena *a)
+/* How many of the answering nodes covered each slot (saturating at 2). */
+static uint8_t *coverage_counts(struct call *calls, size_t n, sh_arena *a)
 {
-	uint8_t *bits = sh_arena_alloc(a, SH_SLOTS);
-	Shoal__V1__SlotSet *set = sh_arena_alloc(a, sizeof(*set));
-	if (!bits || !set)
+	uint8_t *cnt = sh_arena_alloc(a, SH_SLOTS);
+	if (!cnt)
 		return NULL;
-	shoal__v1__slot_set__init(set);
+	memset(cnt, 0, SH_SLOTS);
 	for (size_t i = 0; i < n; i++) {
 		if (calls[i].rc || calls[i].resp->code ||
 		    !calls[i].resp->search || !calls[i].resp->search->covered)
@@ -423,8 +421,40 @@ static Shoal__V1__SlotSet *covered_union(struct call *calls, size_t n,
 		for (size_t j = 0; j < cs->n_ranges; j++)
 			for (uint32_t s = cs->ranges[j]->first;
 			     s <= cs->ranges[j]->last && s < SH_SLOTS; s++)
-				bits[s] = 1;
+				cnt[s] += cnt[s] < 2;
 	}
+	return cnt;
+}
+
+/* A search's coverage must be exact: a slot two nodes searched could give
+ * a point twice, and a slot none searched (while every node answered) is
+ * a silent hole; both are errors (nodes whose slots disagree with the map,
+ * e.g. mid-move), never a quiet answer. A partial answer (min_coverage)
+ * may leave holes, which its covered set shows. */
+static int check_coverage(const uint8_t *cnt, bool whole, char *err,
+			  size_t errlen)
+{
+	for (uint32_t s = 0; s < SH_SLOTS; s++) {
+		if (cnt[s] == 1 || (cnt[s] == 0 && !whole))
+			continue;
+		uint32_t e = s;
+		while (e + 1 < SH_SLOTS && cnt[e + 1] == cnt[s])
+			e++;
+		return sh_errf(err, errlen, SH_EIO,
+			       "slots %u-%u were searched by %s: the nodes' "
+			       "slots disagree with the cluster map; retry",
+			       s, e, cnt[s] ? "more than one node" : "no node");
+	}
+	return SH_OK;
+}
+
+/* The set of the slots counted at least once. */
+static Shoal__V1__SlotSet *covered_union(const uint8_t *bits, sh_arena *a)
+{
+	Shoal__V1__SlotSet *set = sh_arena_alloc(a, sizeof(*set));
+	if (!set)
+		return NULL;
+	shoal__v1__slot_set__init(set);
 	size_t runs = 0;
 	for (uint32_t s = 0; s < SH_SLOTS; s++)
 		runs += bits[s] && (s == 0 || !bits[s - 1]);
@@ -488,6 +518,14 @@ int rop_search(sh_router *r, const Shoal__V1__Request *rq,
 		}
 		atomic_fetch_add(&r->searches_partial, 1);
 	}
+	uint8_t *cnt = coverage_counts(calls, n, a);
+	if (!cnt)
+		return SH_ENOMEM;
+	int crc = check_coverage(cnt, answered == n, err, errlen);
+	if (crc != SH_OK) {
+		atomic_fetch_add(&r->searches_failed, 1);
+		return crc;
+	}
 	Shoal__V1__SearchResult *res = sh_arena_alloc(a, sizeof(*res));
 	size_t nq = s->n_queries, k = s->k ? s->k : 10;
 	if (!res)
@@ -537,7 +575,7 @@ int rop_search(sh_router *r, const Shoal__V1__Request *rq,
 		qh->stats = st;
 		res->results[res->n_results++] = qh;
 	}
-	res->covered = covered_union(calls, n, a);
+	res->covered = covered_union(cnt, a);
 	if (!res->covered)
 		return SH_ENOMEM;
 	res->nodes_answered = (uint32_t)answered;

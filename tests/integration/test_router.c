@@ -493,6 +493,84 @@ static void test_node_down(void **state)
 	assert_int_equal(np_count(rc_, "p", NULL), before + 30);
 }
 
+/* Tells node i it owns slots first..last at epoch (another node's slots,
+ * or fewer than the map says: what a node looks like mid-move). */
+static void set_node_slots(int i, uint64_t epoch, uint32_t node_id,
+			   uint32_t first, uint32_t last)
+{
+	sh_rpc *c;
+	char err[256];
+	assert_int_equal(
+	    sh_rpc_dial(nodes[i].url, 5000, 0, &c, err, sizeof(err)), 0);
+	Shoal__V1__SlotRange r = SHOAL__V1__SLOT_RANGE__INIT, *rr = &r;
+	r.first = first;
+	r.last = last;
+	Shoal__V1__SlotSet ss = SHOAL__V1__SLOT_SET__INIT;
+	ss.ranges = &rr;
+	ss.n_ranges = 1;
+	Shoal__V1__SetSlotsRequest s = SHOAL__V1__SET_SLOTS_REQUEST__INIT;
+	s.map_epoch = epoch;
+	s.node_id = node_id;
+	s.owned = &ss;
+	Shoal__V1__Request rq = SHOAL__V1__REQUEST__INIT;
+	rq.op_case = SHOAL__V1__REQUEST__OP_SET_SLOTS;
+	rq.set_slots = &s;
+	Shoal__V1__Response *rs = np_call(c, &rq);
+	assert_int_equal(rs->code, 0);
+	sh_wire_free_response(rs);
+	sh_rpc_close(c);
+}
+
+/* A search's coverage is exact or an error: slots no node searched while
+ * every node answered, or slots two nodes searched, fail the search with
+ * a message naming them; a partial answer (min_coverage) still may leave
+ * holes, shown in its covered set. */
+static void test_search_coverage_is_exact_or_an_error(void **state)
+{
+	/* node 3's slots in the map */
+	Shoal__V1__GetMapRequest gm = SHOAL__V1__GET_MAP_REQUEST__INIT;
+	Shoal__V1__Request rq = SHOAL__V1__REQUEST__INIT;
+	rq.op_case = SHOAL__V1__REQUEST__OP_GET_MAP;
+	rq.get_map = &gm;
+	Shoal__V1__Response *rs = np_call(rc_, &rq);
+	uint32_t first = SH_SLOTS, last = 0;
+	for (size_t i = 0; i < rs->get_map->n_slots; i++)
+		if (rs->get_map->slots[i]->node_id == 3) {
+			first = rs->get_map->slots[i]->first;
+			last = rs->get_map->slots[i]->last;
+		}
+	sh_wire_free_response(rs);
+	assert_true(first < last);
+	float q[DIM];
+	vec_of(11, q);
+
+	/* node 3 gave up its last 100 slots: a hole */
+	set_node_slots(2, 100, 3, first, last - 100);
+	rs = search(rc_, q, 5, false, NULL, 0);
+	assert_int_equal(rs->code, SH_EIO);
+	assert_non_null(strstr(rs->message, "searched by no node"));
+	char want[64];
+	snprintf(want, sizeof(want), "slots %u-%u", last - 99, last);
+	assert_non_null(strstr(rs->message, want));
+	sh_wire_free_response(rs);
+
+	/* node 3 took every slot: they are searched twice */
+	set_node_slots(2, 101, 3, 0, SH_SLOTS - 1);
+	rs = search(rc_, q, 5, false, NULL, 0);
+	assert_int_equal(rs->code, SH_EIO);
+	assert_non_null(strstr(rs->message, "more than one node"));
+	sh_wire_free_response(rs);
+
+	/* back to its own slots: whole again */
+	set_node_slots(2, 102, 3, first, last);
+	rs = search(rc_, q, 5, false, NULL, 0);
+	assert_int_equal(rs->code, 0);
+	assert_int_equal(rs->search->covered->n_ranges, 1);
+	assert_int_equal(rs->search->covered->ranges[0]->first, 0);
+	assert_int_equal(rs->search->covered->ranges[0]->last, SH_SLOTS - 1);
+	sh_wire_free_response(rs);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -501,6 +579,7 @@ int main(void)
 	    cmocka_unit_test(test_scroll_count_stats_deletes),
 	    cmocka_unit_test(test_map_and_add_node),
 	    cmocka_unit_test(test_node_down),
+	    cmocka_unit_test(test_search_coverage_is_exact_or_an_error),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
