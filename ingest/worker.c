@@ -37,10 +37,10 @@ struct rec {
 	int code;      /* why it is dead */
 	char *why;
 	sh_ingest_record r;
-	/* a dead record's original message */
-	void *key, *value;
-	size_t keylen, len;
-	rd_kafka_headers_t *hdrs;
+	/* the original message, held (not copied) until the record is
+	 * written: should the record be refused, by the parser or by a node,
+	 * it goes to the dead-letter topic as it came */
+	rd_kafka_message_t *msg;
 	const float *vec; /* the vector written: r.vector or an embedding */
 };
 
@@ -138,10 +138,8 @@ static void rec_clear(struct rec *r)
 {
 	sh_ingest_record_clear(&r->r);
 	free(r->why);
-	free(r->key);
-	free(r->value);
-	if (r->hdrs)
-		rd_kafka_headers_destroy(r->hdrs);
+	if (r->msg)
+		rd_kafka_message_destroy(r->msg);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -167,23 +165,6 @@ static bool transient(int rc)
 
 /* ---- Dead letters ---------------------------------------------------------
  */
-
-/* Keeps a copy of the original message in r: the dead-letter topic gets
- * it, should the record be refused (by the parser now or by a node later). */
-static void rec_keep_original(struct rec *r, const rd_kafka_message_t *m)
-{
-	if (m->key_len && (r->key = malloc(m->key_len))) {
-		memcpy(r->key, m->key, m->key_len);
-		r->keylen = m->key_len;
-	}
-	if (m->len && (r->value = malloc(m->len))) {
-		memcpy(r->value, m->payload, m->len);
-		r->len = m->len;
-	}
-	rd_kafka_headers_t *h = NULL;
-	if (rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR && h)
-		r->hdrs = rd_kafka_headers_copy(h);
-}
 
 /* Marks r for the dead-letter topic, with the reason. */
 static void rec_reject(struct rec *r, int code, const char *why)
@@ -223,9 +204,13 @@ static int send_dead(sh_ingest *w, struct batch *b)
 			struct rec *r = &b->recs[k];
 			if (!r->dead)
 				continue;
-			rd_kafka_headers_t *h =
-			    r->hdrs ? rd_kafka_headers_copy(r->hdrs)
-				    : rd_kafka_headers_new(6);
+			rd_kafka_headers_t *orig = NULL, *h;
+			if (rd_kafka_message_headers(r->msg, &orig) ==
+				RD_KAFKA_RESP_ERR_NO_ERROR &&
+			    orig)
+				h = rd_kafka_headers_copy(orig);
+			else
+				h = rd_kafka_headers_new(6);
 			char part[16], off[24];
 			snprintf(part, sizeof(part), "%d",
 				 (int)bp->p->partition);
@@ -247,8 +232,10 @@ static int send_dead(sh_ingest *w, struct batch *b)
 			for (;;) {
 				e = rd_kafka_producev(
 				    w->prod, RD_KAFKA_V_TOPIC(bp->p->dlq),
-				    RD_KAFKA_V_KEY(r->key, r->keylen),
-				    RD_KAFKA_V_VALUE(r->value, r->len),
+				    RD_KAFKA_V_KEY(r->msg->key,
+						   r->msg->key_len),
+				    RD_KAFKA_V_VALUE(r->msg->payload,
+						     r->msg->len),
 				    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
 				    RD_KAFKA_V_HEADERS(h),
 				    RD_KAFKA_V_OPAQUE(&st), RD_KAFKA_V_END);
@@ -694,14 +681,18 @@ static void set_paused(sh_ingest *w, struct part *x, bool pause)
 /* ---- The consumer thread ---------------------------------------------------
  */
 
+/* Queues m (the record keeps it; m is destroyed otherwise). */
 static void handle_message(sh_ingest *w, rd_kafka_message_t *m)
 {
 	const char *topic = rd_kafka_topic_name(m->rkt);
 	struct part *x = find_part(w, topic, m->partition);
-	if (!x || x->revoking)
-		return; /* not ours (any more): its owner reads it */
-	if (x->next_offset >= 0 && m->offset < x->next_offset)
-		return; /* already queued: offsets must only move forward */
+	/* Not ours (any more: its owner reads it), or already queued
+	 * (offsets only move forward). */
+	if (!x || x->revoking ||
+	    (x->next_offset >= 0 && m->offset < x->next_offset)) {
+		rd_kafka_message_destroy(m);
+		return;
+	}
 	if (x->n == x->cap) {
 		if (x->head > 0) {
 			memmove(x->q, x->q + x->head,
@@ -718,6 +709,7 @@ static void handle_message(sh_ingest *w, rd_kafka_message_t *m)
 					 "out of memory queueing a record");
 				w->fatal_rc = SH_ENOMEM;
 				atomic_store(&w->stop, true);
+				rd_kafka_message_destroy(m);
 				return;
 			}
 			x->q = nq;
@@ -757,7 +749,7 @@ static void handle_message(sh_ingest *w, rd_kafka_message_t *m)
 			rc = SH_EINVAL;
 		}
 	}
-	rec_keep_original(r, m);
+	r->msg = m;
 	if (rc != SH_OK)
 		rec_reject(r, rc, err);
 	if (x->head == x->n)
@@ -1301,11 +1293,12 @@ int sh_ingest_run(sh_ingest *w, char *err, size_t errlen)
 		rd_kafka_message_t *m =
 		    rd_kafka_consumer_poll(w->rk, tmo > 100 ? 100 : tmo);
 		for (int k = 0; m; k++) {
-			if (m->err)
+			if (m->err) {
 				handle_error(w, m);
-			else
+				rd_kafka_message_destroy(m);
+			} else {
 				handle_message(w, m);
-			rd_kafka_message_destroy(m);
+			}
 			if (k >= 1000 || atomic_load(&w->stop))
 				break;
 			m = rd_kafka_consumer_poll(w->rk, 0);
