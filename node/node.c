@@ -11,189 +11,21 @@
 #include "log.h"
 #include "shoal_config.h"
 
-/* ---- Slots ----------------------------------------------------------------
- */
-
-/* Persisted under node record "slots":
- * [format u8][epoch u64 LE][node id u32 LE][SH_SLOTS / 8 bytes bitmap]. */
-#define SLOTS_REC_LEN (1 + 8 + 4 + SH_SLOTS / 8)
-
-static void put_le(uint8_t *p, uint64_t v, int n)
-{
-	for (int i = 0; i < n; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_le(const uint8_t *p, int n)
-{
-	uint64_t v = 0;
-	for (int i = 0; i < n; i++)
-		v |= (uint64_t)p[i] << (8 * i);
-	return v;
-}
-
-static uint32_t count_owned(const uint64_t *bits)
-{
-	uint32_t c = 0;
-	for (size_t i = 0; i < SH_SLOTS / 64; i++)
-		c += (uint32_t)__builtin_popcountll(bits[i]);
-	return c;
-}
-
-static int slots_load(sh_node *n, char *err, size_t errlen)
-{
-	void *v;
-	size_t len;
-	int rc = sh_store_node_get(n->st, "slots", &v, &len);
-	if (rc == SH_ENOTFOUND) {
-		n->epoch = 0;
-		memset(n->owned, 0xff, sizeof(n->owned));
-		n->nowned = SH_SLOTS;
-		return SH_OK;
-	}
-	if (rc)
-		return sh_errf(err, errlen, rc, "reading the slot map: %s",
-			       sh_store_last_error());
-	const uint8_t *b = v;
-	if (len != SLOTS_REC_LEN || b[0] != SH_STORE_FORMAT) {
-		free(v);
-		return sh_errf(err, errlen, SH_ECORRUPT,
-			       "stored slot map: bad record (%zu bytes)", len);
-	}
-	n->epoch = get_le(b + 1, 8);
-	n->node_id = (uint32_t)get_le(b + 9, 4);
-	for (size_t i = 0; i < SH_SLOTS / 64; i++)
-		n->owned[i] = get_le(b + 13 + 8 * i, 8);
-	n->nowned = count_owned(n->owned);
-	free(v);
-	return SH_OK;
-}
-
-bool node_owns(sh_node *n, uint16_t slot)
-{
-	pthread_rwlock_rdlock(&n->slock);
-	bool own = (n->owned[slot / 64] >> (slot % 64)) & 1;
-	pthread_rwlock_unlock(&n->slock);
-	return own;
-}
-
-bool node_owns_all(sh_node *n, uint64_t *epoch)
-{
-	pthread_rwlock_rdlock(&n->slock);
-	bool all = n->nowned == SH_SLOTS;
-	if (epoch)
-		*epoch = n->epoch;
-	pthread_rwlock_unlock(&n->slock);
-	return all;
-}
-
-Shoal__V1__SlotSet *node_slot_set(sh_node *n, sh_arena *a)
-{
-	Shoal__V1__SlotSet *s = sh_arena_alloc(a, sizeof(*s));
-	if (!s)
-		return NULL;
-	shoal__v1__slot_set__init(s);
-	pthread_rwlock_rdlock(&n->slock);
-	/* Count the runs first, then fill. */
-	size_t runs = 0;
-	for (uint32_t i = 0; i < SH_SLOTS; i++) {
-		bool on = (n->owned[i / 64] >> (i % 64)) & 1;
-		bool prev =
-		    i > 0 && ((n->owned[(i - 1) / 64] >> ((i - 1) % 64)) & 1);
-		if (on && !prev)
-			runs++;
-	}
-	s->ranges = runs ? sh_arena_alloc(a, runs * sizeof(*s->ranges)) : NULL;
-	if (runs && !s->ranges) {
-		pthread_rwlock_unlock(&n->slock);
-		return NULL;
-	}
-	for (uint32_t i = 0; i < SH_SLOTS; i++) {
-		if (!((n->owned[i / 64] >> (i % 64)) & 1))
-			continue;
-		uint32_t j = i;
-		while (j + 1 < SH_SLOTS &&
-		       ((n->owned[(j + 1) / 64] >> ((j + 1) % 64)) & 1))
-			j++;
-		Shoal__V1__SlotRange *r = sh_arena_alloc(a, sizeof(*r));
-		if (!r) {
-			pthread_rwlock_unlock(&n->slock);
-			return NULL;
-		}
-		shoal__v1__slot_range__init(r);
-		r->first = i;
-		r->last = j;
-		s->ranges[s->n_ranges++] = r;
-		i = j;
-	}
-	pthread_rwlock_unlock(&n->slock);
-	return s;
-}
-
-int op_set_slots(sh_node *n, const Shoal__V1__Request *rq,
-		 Shoal__V1__Response *rs, sh_arena *a, char *err, size_t errlen)
-{
-	const Shoal__V1__SetSlotsRequest *r = rq->set_slots;
-	if (r->map_epoch == 0)
-		return sh_errf(err, errlen, SH_EINVAL,
-			       "set_slots.map_epoch: must be > 0");
-	uint64_t bits[SH_SLOTS / 64];
-	memset(bits, 0, sizeof(bits));
-	for (size_t i = 0; r->owned && i < r->owned->n_ranges; i++) {
-		const Shoal__V1__SlotRange *sr = r->owned->ranges[i];
-		if (sr->first > sr->last || sr->last >= SH_SLOTS)
-			return sh_errf(err, errlen, SH_EINVAL,
-				       "set_slots.owned.ranges[%zu]: bad range "
-				       "%u..%u",
-				       i, sr->first, sr->last);
-		for (uint32_t s = sr->first; s <= sr->last; s++)
-			bits[s / 64] |= 1ull << (s % 64);
-	}
-	uint8_t rec[SLOTS_REC_LEN];
-	rec[0] = SH_STORE_FORMAT;
-	put_le(rec + 1, r->map_epoch, 8);
-	put_le(rec + 9, r->node_id, 4);
-	for (size_t i = 0; i < SH_SLOTS / 64; i++)
-		put_le(rec + 13 + 8 * i, bits[i], 8);
-
-	/* The write lock is held across the store write so that two
-	 * set_slots cannot persist in one order and apply in the other. */
-	pthread_rwlock_wrlock(&n->slock);
-	if (r->map_epoch < n->epoch) {
-		uint64_t cur = n->epoch;
-		pthread_rwlock_unlock(&n->slock);
-		return sh_errf(err, errlen, SH_ESTALE,
-			       "set_slots: map epoch %llu is older than the "
-			       "node's %llu",
-			       (unsigned long long)r->map_epoch,
-			       (unsigned long long)cur);
-	}
-	int rc = sh_store_node_put(n->st, "slots", rec, sizeof(rec));
-	if (rc) {
-		pthread_rwlock_unlock(&n->slock);
-		return sh_errf(err, errlen, rc, "set_slots: %s",
-			       sh_store_last_error());
-	}
-	n->epoch = r->map_epoch;
-	n->node_id = r->node_id;
-	memcpy(n->owned, bits, sizeof(bits));
-	n->nowned = count_owned(bits);
-	uint32_t nowned = n->nowned;
-	pthread_rwlock_unlock(&n->slock);
-	sh_info("node", "slot map epoch %llu: node %u owns %u slots",
-		(unsigned long long)r->map_epoch, r->node_id, nowned);
-
-	Shoal__V1__SetSlotsResult *res = sh_arena_alloc(a, sizeof(*res));
-	if (!res)
-		return SH_ENOMEM;
-	shoal__v1__set_slots_result__init(res);
-	res->map_epoch = r->map_epoch;
-	rs->result_case = SHOAL__V1__RESPONSE__RESULT_SET_SLOTS;
-	rs->set_slots = res;
-	return SH_OK;
-}
-
 /* ---- Collection table ---------------------------------------------------- */
+
+struct coll_entry *coll_get_id(sh_node *n, uint32_t id)
+{
+	struct coll_entry *e = NULL;
+	pthread_rwlock_rdlock(&n->tlock);
+	for (size_t i = 0; i < n->ncolls; i++)
+		if (n->colls[i]->id == id) {
+			e = n->colls[i];
+			pthread_rwlock_rdlock(&e->use);
+			break;
+		}
+	pthread_rwlock_unlock(&n->tlock);
+	return e;
+}
 
 struct coll_entry *coll_get(sh_node *n, const char *name)
 {
@@ -271,7 +103,9 @@ static struct coll_entry *table_take(sh_node *n, const char *name)
 		}
 	pthread_rwlock_unlock(&n->tlock);
 	if (e) {
-		/* wait for the requests that hold it */
+		/* wait for the requests that hold it (a move's copy job
+		 * holding it sees `dropping` and lets go) */
+		atomic_store(&e->dropping, true);
 		pthread_rwlock_wrlock(&e->use);
 		pthread_rwlock_unlock(&e->use);
 	}
@@ -369,7 +203,14 @@ int sh_node_open(const sh_node_opts *o, sh_node **out, char *err, size_t errlen)
 	clock_gettime(CLOCK_MONOTONIC, &n->started);
 	pthread_rwlock_init(&n->tlock, NULL);
 	pthread_mutex_init(&n->ddl, NULL);
+	pthread_rwlockattr_t wa;
+	pthread_rwlockattr_init(&wa);
+	pthread_rwlockattr_setkind_np(
+	    &wa, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&n->wgate, &wa);
+	pthread_rwlockattr_destroy(&wa);
 	pthread_rwlock_init(&n->slock, NULL);
+	pthread_mutex_init(&n->mig_mu, NULL);
 	pthread_mutex_init(&n->vac_mu, NULL);
 	atomic_store(&n->state, SH_NODE_STARTING);
 
@@ -383,7 +224,7 @@ int sh_node_open(const sh_node_opts *o, sh_node **out, char *err, size_t errlen)
 		sh_node_close(n);
 		return rc;
 	}
-	if ((rc = slots_load(n, err, errlen))) {
+	if ((rc = node_slots_load(n, err, errlen))) {
 		sh_node_close(n);
 		return rc;
 	}
@@ -419,13 +260,16 @@ void sh_node_close(sh_node *n)
 {
 	if (!n)
 		return;
+	node_migrate_close(n);
 	for (size_t i = 0; i < n->ncolls; i++)
 		entry_free(n->colls[i]);
 	free(n->colls);
 	sh_store_close(n->st);
 	pthread_rwlock_destroy(&n->tlock);
 	pthread_mutex_destroy(&n->ddl);
+	pthread_rwlock_destroy(&n->wgate);
 	pthread_rwlock_destroy(&n->slock);
+	pthread_mutex_destroy(&n->mig_mu);
 	pthread_mutex_destroy(&n->vac_mu);
 	free(n);
 }
@@ -495,6 +339,8 @@ static const node_op_fn op_table[NODE_NOPS - 1] = {
     op_health,
     op_set_slots,
     op_stream_slot,
+    op_migrate,
+    op_import,
 };
 
 static const char *const op_names[NODE_NOPS] = {
@@ -511,6 +357,8 @@ static const char *const op_names[NODE_NOPS] = {
     "health",
     "set_slots",
     "stream_slot",
+    "migrate",
+    "import_points",
     "invalid",
 };
 
@@ -536,9 +384,7 @@ static int node_state(void *ctx)
 
 static uint64_t node_epoch(void *ctx)
 {
-	uint64_t epoch;
-	node_owns_all(ctx, &epoch);
-	return epoch;
+	return node_epoch_now(ctx);
 }
 
 static int node_run(void *ctx, int op, const Shoal__V1__Request *rq,
@@ -686,11 +532,28 @@ void sh_node_metrics(sh_node *n, FILE *f)
 				props[i][1], props[i][2], props[i][1],
 				props[i][1], (unsigned long long)v);
 	}
-	uint64_t epoch;
-	node_owns_all(n, &epoch);
+	node_migrate_metrics(n, f);
 	pthread_rwlock_rdlock(&n->slock);
-	uint32_t nowned = n->nowned;
+	uint64_t epoch = n->slots.epoch;
+	uint32_t nowned = n->slots.nowned;
+	uint32_t nimp = slots_count(n->slots.importing);
+	uint32_t nfenced = slots_count(n->slots.fenced);
+	uint32_t nhanded = slots_count(n->slots.handed);
 	pthread_rwlock_unlock(&n->slock);
+	fprintf(f,
+		"# HELP shoal_slots_importing Slots this node imports (a "
+		"move's target).\n"
+		"# TYPE shoal_slots_importing gauge\n"
+		"shoal_slots_importing %u\n"
+		"# HELP shoal_slots_fenced Slots whose writes this node "
+		"refuses while it hands them over.\n"
+		"# TYPE shoal_slots_fenced gauge\n"
+		"shoal_slots_fenced %u\n"
+		"# HELP shoal_slots_handed_over Slots this node handed over "
+		"and no longer serves.\n"
+		"# TYPE shoal_slots_handed_over gauge\n"
+		"shoal_slots_handed_over %u\n",
+		nimp, nfenced, nhanded);
 	struct timespec t;
 	clock_gettime(CLOCK_MONOTONIC, &t);
 	fprintf(f,

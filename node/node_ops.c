@@ -33,16 +33,23 @@ static Shoal__V1__PointId *pid_out(sh_arena *a, const sh_pid *id)
 	return o;
 }
 
-/* Every point's slot must be owned: a write is refused whole otherwise. */
-static int check_slot(sh_node *n, const sh_pid *id, const char *what, size_t i,
-		      char *err, size_t errlen)
+/* Every point's slot must be served (for writes: owned, not fenced, not
+ * handed over): a request is refused whole otherwise. */
+static int check_slot(sh_node *n, const sh_pid *id, bool write,
+		      const char *what, size_t i, char *err, size_t errlen)
 {
-	uint16_t slot = sh_slot_of(id);
-	if (node_owns(n, slot))
-		return SH_OK;
-	return sh_errf(err, errlen, SH_EMOVED,
-		       "%s[%zu]: slot %u is not owned by this node", what, i,
-		       slot);
+	return node_check_slot(n, sh_slot_of(id), write, what, i, err, errlen);
+}
+
+bool node_needs_slot_check(sh_node *n, struct coll_entry *e,
+			   const uint64_t *allowed)
+{
+	pthread_rwlock_rdlock(&n->slock);
+	bool imp = false;
+	for (size_t i = 0; i < SH_SLOT_WORDS && !imp; i++)
+		imp = (n->slots.importing[i] & ~allowed[i]) != 0;
+	pthread_rwlock_unlock(&n->slock);
+	return imp || sh_partition_outside_slots(e->p, allowed);
 }
 
 static Shoal__V1__WriteResult *write_result(sh_arena *a, size_t n)
@@ -90,8 +97,8 @@ static const char *const storage_json[] = {"f32", "int8"};
 static const char *const ptype_json[] = {"", "keyword", "integer", "float",
 					 "bool"};
 
-static Shoal__V1__CollectionConfig *config_out(sh_arena *a,
-					       const sh_store_coll *c)
+Shoal__V1__CollectionConfig *node_config_out(sh_arena *a,
+					     const sh_store_coll *c)
 {
 	Shoal__V1__CollectionConfig *o = sh_arena_alloc(a, sizeof(*o));
 	if (!o)
@@ -140,20 +147,18 @@ static Shoal__V1__CollectionConfig *config_out(sh_arena *a,
 
 /* ---- Collections --------------------------------------------------------- */
 
-int op_create_collection(sh_node *n, const Shoal__V1__Request *rq,
-			 Shoal__V1__Response *rs, sh_arena *a, char *err,
-			 size_t errlen)
+int node_config_json(const Shoal__V1__CollectionConfig *c, char **json,
+		     char *err, size_t errlen)
 {
-	const Shoal__V1__CollectionConfig *c = rq->create_collection->config;
+	*json = NULL;
 	if (c->metric < SHOAL__V1__METRIC__L2 ||
 	    c->metric > SHOAL__V1__METRIC__COSINE)
 		return sh_errf(err, errlen, SH_EINVAL,
-			       "create_collection.config.metric: must be L2, "
-			       "IP or COSINE");
+			       "config.metric: must be L2, IP or COSINE");
 	if (c->storage != SHOAL__V1__STORAGE__F32 &&
 	    c->storage != SHOAL__V1__STORAGE__INT8)
 		return sh_errf(err, errlen, SH_EINVAL,
-			       "create_collection.config.storage: unknown");
+			       "config.storage: unknown");
 	cJSON *o = cJSON_CreateObject();
 	cJSON *idx = cJSON_CreateObject();
 	bool ok =
@@ -176,16 +181,14 @@ int op_create_collection(sh_node *n, const Shoal__V1__Request *rq,
 			cJSON_Delete(o);
 			cJSON_Delete(idx);
 			return sh_errf(err, errlen, SH_EINVAL,
-				       "create_collection.config.indexes[%zu]"
-				       ".type: unknown",
-				       i);
+				       "config.indexes[%zu].type: unknown", i);
 		}
 		if (cJSON_GetObjectItemCaseSensitive(idx, pi->field)) {
 			cJSON_Delete(o);
 			cJSON_Delete(idx);
 			return sh_errf(err, errlen, SH_EINVAL,
-				       "create_collection.config.indexes[%zu]:"
-				       " field \"%s\" declared twice",
+				       "config.indexes[%zu]: field \"%s\" "
+				       "declared twice",
 				       i, pi->field);
 		}
 		ok = cJSON_AddStringToObject(idx, pi->field,
@@ -195,12 +198,24 @@ int op_create_collection(sh_node *n, const Shoal__V1__Request *rq,
 		cJSON_AddItemToObject(o, "payload_indexes", idx);
 		idx = NULL;
 	}
-	char *json = ok ? cJSON_PrintUnformatted(o) : NULL;
+	*json = ok ? cJSON_PrintUnformatted(o) : NULL;
 	cJSON_Delete(o);
 	cJSON_Delete(idx);
-	if (!json)
+	if (!*json)
 		return sh_errf(err, errlen, SH_ENOMEM, "out of memory");
-	int rc = node_table_create(n, json, err, errlen);
+	return SH_OK;
+}
+
+int op_create_collection(sh_node *n, const Shoal__V1__Request *rq,
+			 Shoal__V1__Response *rs, sh_arena *a, char *err,
+			 size_t errlen)
+{
+	char *json;
+	int rc =
+	    node_config_json(rq->create_collection->config, &json, err, errlen);
+	if (rc)
+		return rc;
+	rc = node_table_create(n, json, err, errlen);
 	cJSON_free(json);
 	if (rc)
 		return rc;
@@ -281,7 +296,7 @@ static int list_one(sh_node *n, struct coll_entry *e, void *ctx)
 	if (!ci)
 		return SH_ENOMEM;
 	shoal__v1__collection_info__init(ci);
-	ci->config = config_out(lc->a, sh_partition_coll(e->p));
+	ci->config = node_config_out(lc->a, sh_partition_coll(e->p));
 	if (!ci->config)
 		return SH_ENOMEM;
 	sh_hnsw_info info;
@@ -312,6 +327,38 @@ int op_list_collections(sh_node *n, const Shoal__V1__Request *rq,
 
 /* ---- Writes -------------------------------------------------------------- */
 
+int node_points_in(sh_node *n, struct coll_entry *e, const char *what,
+		   Shoal__V1__Point *const *in, size_t np, uint64_t move_id,
+		   bool import, sh_partition_point *pts, char *err,
+		   size_t errlen)
+{
+	uint32_t dim = sh_partition_coll(e->p)->params.dim;
+	for (size_t i = 0; i < np; i++) {
+		const Shoal__V1__Point *p = in[i];
+		if (sh_wire_pid_from_proto(p->id, &pts[i].id) != SH_OK)
+			return sh_errf(err, errlen, SH_EINVAL,
+				       "%s[%zu].id: invalid", what, i);
+		if (p->n_vector != dim)
+			return sh_errf(err, errlen, SH_EDIM,
+				       "%s[%zu].vector: %zu values, "
+				       "collection %s has dimension %u",
+				       what, i, p->n_vector, e->name, dim);
+		int rc = import ? node_check_import(n, &pts[i].id, move_id,
+						    what, i, err, errlen)
+				: check_slot(n, &pts[i].id, true, what, i, err,
+					     errlen);
+		if (rc)
+			return rc;
+		pts[i].vec = p->vector;
+		pts[i].vec_len = p->n_vector;
+		size_t plen = p->payload_json ? strlen(p->payload_json) : 0;
+		pts[i].payload_json = plen ? p->payload_json : NULL;
+		pts[i].payload_len = plen;
+		pts[i].version = p->version;
+	}
+	return SH_OK;
+}
+
 int op_upsert(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 	      sh_arena *a, char *err, size_t errlen)
 {
@@ -321,7 +368,6 @@ int op_upsert(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 	if (rc)
 		return rc;
 	size_t np = r->n_points;
-	uint32_t dim = sh_partition_coll(e->p)->params.dim;
 	sh_partition_point *pts =
 	    sh_arena_alloc(a, (np ? np : 1) * sizeof(*pts));
 	int *st = sh_arena_alloc(a, (np ? np : 1) * sizeof(*st));
@@ -329,37 +375,26 @@ int op_upsert(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 		coll_put(e);
 		return SH_ENOMEM;
 	}
-	for (size_t i = 0; i < np; i++) {
-		const Shoal__V1__Point *p = r->points[i];
-		if (sh_wire_pid_from_proto(p->id, &pts[i].id) != SH_OK) {
-			coll_put(e);
-			return sh_errf(err, errlen, SH_EINVAL,
-				       "upsert.points[%zu].id: invalid", i);
-		}
-		if (p->n_vector != dim) {
-			coll_put(e);
-			return sh_errf(err, errlen, SH_EDIM,
-				       "upsert.points[%zu].vector: %zu values, "
-				       "collection %s has dimension %u",
-				       i, p->n_vector, e->name, dim);
-		}
-		if ((rc = check_slot(n, &pts[i].id, "upsert.points", i, err,
-				     errlen))) {
-			coll_put(e);
-			return rc;
-		}
-		pts[i].vec = p->vector;
-		pts[i].vec_len = p->n_vector;
-		size_t plen = p->payload_json ? strlen(p->payload_json) : 0;
-		pts[i].payload_json = plen ? p->payload_json : NULL;
-		pts[i].payload_len = plen;
-		pts[i].version = p->version;
+	for (size_t i = 0; i < np; i++)
 		st[i] = -1; /* not reached */
+	/* From the slot check to the capture: see wgate. */
+	pthread_rwlock_rdlock(&n->wgate);
+	rc = node_points_in(n, e, "upsert.points", r->points, np, 0, false, pts,
+			    err, errlen);
+	if (rc == SH_OK) {
+		rc = sh_partition_upsert(e->p, pts, np, st);
+		for (size_t i = 0; i < np; i++)
+			if (st[i] == SH_OK)
+				node_capture(n, e->id, &pts[i].id);
+	} else {
+		np = 0; /* refused whole */
 	}
-	rc = sh_partition_upsert(e->p, pts, np, st);
+	pthread_rwlock_unlock(&n->wgate);
 	coll_put(e);
+	if (np == 0)
+		return rc;
 	/* Nothing applied (validation, I/O): the request failed whole. */
-	if (rc != SH_OK && (np == 0 || st[0] == -1))
+	if (rc != SH_OK && st[0] == -1)
 		return sh_errf(
 		    err, errlen, rc, "upsert into %s: %s", r->collection,
 		    rc == SH_EIO ? sh_store_last_error() : sh_strerror(rc));
@@ -376,8 +411,7 @@ int op_upsert(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 
 /* Collects the ids of the points passing a filter (delete by filter). */
 struct ids_ctx {
-	sh_node *n;
-	bool all_owned;
+	const uint64_t *allowed; /* the slots it may delete in */
 	sh_pid *ids;
 	size_t n_ids, cap;
 };
@@ -386,7 +420,7 @@ static int collect_id(void *ctx, const sh_pid *id, uint64_t version,
 		      const char *payload, size_t len)
 {
 	struct ids_ctx *ic = ctx;
-	if (!ic->all_owned && !node_owns(ic->n, sh_slot_of(id)))
+	if (!slot_bit(ic->allowed, sh_slot_of(id)))
 		return SH_PARTITION_SCROLL_SKIP;
 	if (ic->n_ids == ic->cap) {
 		size_t cap = ic->cap ? 2 * ic->cap : 256;
@@ -411,6 +445,8 @@ int op_delete(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 	sh_pid *ids = NULL;
 	uint64_t *vers = NULL;
 	size_t nid = 0;
+	/* From the slot checks to the capture: see wgate. */
+	pthread_rwlock_rdlock(&n->wgate);
 	if (r->selector_case == SHOAL__V1__DELETE_REQUEST__SELECTOR_IDS) {
 		nid = r->ids->n_refs;
 		ids = malloc((nid ? nid : 1) * sizeof(*ids));
@@ -427,18 +463,24 @@ int op_delete(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 				break;
 			}
 			vers[i] = r->ids->refs[i]->version;
-			rc = check_slot(n, &ids[i], "delete.ids", i, err,
+			rc = check_slot(n, &ids[i], true, "delete.ids", i, err,
 					errlen);
 		}
 	} else {
 		sh_filter *f = NULL;
+		uint64_t allowed[SH_SLOT_WORDS];
 		rc = filter_in(r->filter, &f, err, errlen);
 		if (rc == SH_OK && (!f || sh_filter_is_empty(f)))
 			rc = sh_errf(err, errlen, SH_EINVAL,
 				     "delete.filter: empty (drop the "
 				     "collection to delete everything)");
-		struct ids_ctx ic = {.n = n};
-		ic.all_owned = node_owns_all(n, NULL);
+		/* Every slot the router asks for must be writable here, or
+		 * nothing is deleted (it retries where they went). */
+		if (rc == SH_OK)
+			rc = node_check_slots(n, r->only_slots, true,
+					      "delete.only_slots", err, errlen);
+		node_serving(n, r->only_slots, true, allowed);
+		struct ids_ctx ic = {.allowed = allowed};
 		sh_partition_cursor cur = {0};
 		while (rc == SH_OK && !cur.done)
 			rc = sh_partition_scroll(e->p, f, &cur, 4096,
@@ -465,6 +507,8 @@ int op_delete(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 		rc = SH_ENOMEM;
 		goto out;
 	}
+	for (size_t i = 0; i < nid; i++)
+		st[i] = -1; /* not reached */
 	/* One batch per request, but a delete by filter can match more
 	 * than a request may name: it commits in chunks of max_ids. */
 	size_t chunk = n->o.limits.max_ids ? n->o.limits.max_ids : nid;
@@ -478,6 +522,9 @@ int op_delete(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 				rc == SH_EIO ? sh_store_last_error()
 					     : sh_strerror(rc));
 	}
+	for (size_t i = 0; i < nid; i++)
+		if (st[i] == SH_OK || st[i] == SH_ENOTFOUND)
+			node_capture(n, e->id, &ids[i]);
 	for (size_t i = 0; !rc && i < nid; i++)
 		if (!add_status(a, w, &ids[i], st[i]))
 			rc = SH_ENOMEM;
@@ -486,6 +533,7 @@ int op_delete(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 		rs->delete_ = w;
 	}
 out:
+	pthread_rwlock_unlock(&n->wgate);
 	coll_put(e);
 	free(ids);
 	free(vers);
@@ -544,7 +592,7 @@ int op_get(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 				     "get.ids[%zu]: invalid", i);
 			break;
 		}
-		if ((rc = check_slot(n, &id, "get.ids", i, err, errlen)))
+		if ((rc = check_slot(n, &id, false, "get.ids", i, err, errlen)))
 			break;
 		sh_partition_record rec;
 		rc = sh_partition_get(e->p, &id, r->with_vector, &rec);
@@ -625,7 +673,13 @@ int op_search(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 		}
 	if ((rc = filter_in(r->filter, &f, err, errlen)))
 		goto out;
-	bool all_owned = node_owns_all(n, NULL);
+	/* The slots searched: those served here, within only_slots. Points
+	 * of any other slot (copies imported for a move, or left behind by
+	 * one) are never returned. */
+	uint64_t allowed[SH_SLOT_WORDS];
+	node_serving(n, r->only_slots, false, allowed);
+	const uint64_t *slots =
+	    node_needs_slot_check(n, e, allowed) ? allowed : NULL;
 	hits = malloc(k * sizeof(*hits));
 	res->results = nq ? sh_arena_alloc(a, nq * sizeof(void *)) : NULL;
 	if (!hits || (nq && !res->results)) {
@@ -646,11 +700,11 @@ int op_search(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 		size_t nh = 0;
 		sh_hnsw_search_stats st;
 		memset(&st, 0, sizeof(st));
-		rc = sh_partition_search_ex(
+		rc = sh_partition_search_slots(
 		    e->p, r->queries[q]->values, k, r->ef, f,
 		    (r->with_payload ? SH_PARTITION_WITH_PAYLOAD : 0) |
 			(r->exact ? SH_PARTITION_EXACT : 0),
-		    hits, &nh, &st);
+		    slots, hits, &nh, &st);
 		if (rc) {
 			sh_errf(err, errlen, rc, "search.queries[%zu]: %s", q,
 				sh_strerror(rc));
@@ -675,8 +729,7 @@ int op_search(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 		qh->stats = ss;
 		qh->hits = nh ? sh_arena_alloc(a, nh * sizeof(void *)) : NULL;
 		for (size_t i = 0; i < nh; i++) {
-			bool keep =
-			    all_owned || node_owns(n, sh_slot_of(&hits[i].id));
+			bool keep = slot_bit(allowed, sh_slot_of(&hits[i].id));
 			char *payload = hits[i].payload;
 			hits[i].payload = NULL;
 			if (!sh_arena_own(a, payload) || !qh->hits) {
@@ -724,7 +777,7 @@ int op_search(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 	}
 	if (rc)
 		goto out;
-	res->covered = node_slot_set(n, a);
+	res->covered = slots_to_set(a, allowed);
 	if (!res->covered) {
 		rc = SH_ENOMEM;
 		goto out;
@@ -787,25 +840,20 @@ static int cursor_decode(const uint8_t *b, size_t len, sh_partition_cursor *c,
 }
 
 struct page_ctx {
-	sh_node *n;
 	struct coll_entry *e;
 	sh_arena *a;
-	bool all_owned, with_payload, with_vector;
+	const uint64_t *allowed; /* the slots it may return */
+	bool with_payload, with_vector;
 	Shoal__V1__Point **pts;
 	size_t npts;
-	uint64_t count; /* count only: pts NULL */
 };
 
 static int page_point(void *ctx, const sh_pid *id, uint64_t version,
 		      const char *payload, size_t len)
 {
 	struct page_ctx *pc = ctx;
-	if (!pc->all_owned && !node_owns(pc->n, sh_slot_of(id)))
+	if (!slot_bit(pc->allowed, sh_slot_of(id)))
 		return SH_PARTITION_SCROLL_SKIP;
-	if (!pc->pts) {
-		pc->count++;
-		return 0;
-	}
 	sh_partition_record rec;
 	memset(&rec, 0, sizeof(rec));
 	rec.version = version;
@@ -847,17 +895,23 @@ int op_scroll(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 	    cursor_decode(r->cursor.data, r->cursor.len, &cur, err, errlen);
 	if (rc)
 		return rc;
+	/* Every slot the router asks for must be served here (it asks the
+	 * new owner otherwise). */
+	if ((rc = node_check_slots(n, r->only_slots, false, "scroll.only_slots",
+				   err, errlen)))
+		return rc;
 	struct coll_entry *e;
 	if ((rc = lookup(n, r->collection, &e, err, errlen)))
 		return rc;
 	size_t limit = r->limit ? r->limit : 100;
 	sh_filter *f = NULL;
 	Shoal__V1__ScrollResult *res = sh_arena_alloc(a, sizeof(*res));
+	uint64_t allowed[SH_SLOT_WORDS];
+	node_serving(n, r->only_slots, false, allowed);
 	struct page_ctx pc = {
-	    .n = n,
 	    .e = e,
 	    .a = a,
-	    .all_owned = node_owns_all(n, NULL),
+	    .allowed = allowed,
 	    .with_payload = r->with_payload,
 	    .with_vector = r->with_vector,
 	    .pts = sh_arena_alloc(a, limit * sizeof(void *)),
@@ -906,18 +960,12 @@ int op_count(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 	uint64_t cnt = 0;
 	if ((rc = filter_in(r->filter, &f, err, errlen)))
 		goto out;
-	if (node_owns_all(n, NULL)) {
+	uint64_t allowed[SH_SLOT_WORDS];
+	node_serving(n, r->only_slots, false, allowed);
+	if (node_needs_slot_check(n, e, allowed))
+		rc = sh_partition_count_slots(e->p, f, allowed, &cnt);
+	else
 		rc = sh_partition_count(e->p, f, &cnt);
-	} else {
-		/* Leave out the slots this node does not own: walk the
-		 * store (one snapshot per page). */
-		struct page_ctx pc = {.n = n, .e = e};
-		sh_partition_cursor cur = {0};
-		while (rc == SH_OK && !cur.done)
-			rc = sh_partition_scroll(e->p, f, &cur, 65536,
-						 page_point, &pc);
-		cnt = pc.count;
-	}
 	if (rc) {
 		sh_errf(err, errlen, rc, "count %s: %s", r->collection,
 			sh_strerror(rc));
@@ -931,6 +979,11 @@ int op_count(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 	shoal__v1__count_result__init(res);
 	res->count = cnt;
 	res->exact = true;
+	res->covered = slots_to_set(a, allowed);
+	if (!res->covered) {
+		rc = SH_ENOMEM;
+		goto out;
+	}
 	rs->result_case = SHOAL__V1__RESPONSE__RESULT_COUNT;
 	rs->count = res;
 out:
@@ -963,7 +1016,7 @@ static int stats_one(sh_node *n, struct coll_entry *e, void *ctx)
 	}
 	Shoal__V1__CollectionStats *cs = sh_arena_alloc(sc->a, sizeof(*cs));
 	Shoal__V1__CollectionConfig *cfg =
-	    config_out(sc->a, sh_partition_coll(e->p));
+	    node_config_out(sc->a, sh_partition_coll(e->p));
 	if (!cs || !cfg)
 		return SH_ENOMEM;
 	shoal__v1__collection_stats__init(cs);
@@ -981,6 +1034,44 @@ static int stats_one(sh_node *n, struct coll_entry *e, void *ctx)
 	return SH_OK;
 }
 
+static int add_counts(sh_node *n, struct coll_entry *e, void *ctx)
+{
+	uint64_t *counts = ctx;
+	for (uint32_t s = 0; s < SH_SLOTS; s++)
+		counts[s] += sh_partition_slot_points(e->p, (uint16_t)s);
+	return SH_OK;
+}
+
+/* Per-slot live points (over the collections asked for) into res. */
+static int slot_counts_out(sh_node *n, const char *only,
+			   Shoal__V1__StatsResult *res, sh_arena *a)
+{
+	uint64_t *counts = calloc(SH_SLOTS, sizeof(*counts));
+	if (!counts)
+		return SH_ENOMEM;
+	int rc = each_collection(n, only, add_counts, counts, NULL, 0);
+	size_t nz = 0;
+	for (uint32_t s = 0; s < SH_SLOTS; s++)
+		nz += counts[s] != 0;
+	res->slot_counts =
+	    nz ? sh_arena_alloc(a, nz * sizeof(*res->slot_counts)) : NULL;
+	for (uint32_t s = 0; rc == SH_OK && s < SH_SLOTS; s++) {
+		if (!counts[s])
+			continue;
+		Shoal__V1__SlotCount *c = sh_arena_alloc(a, sizeof(*c));
+		if (!c || !res->slot_counts) {
+			rc = SH_ENOMEM;
+			break;
+		}
+		shoal__v1__slot_count__init(c);
+		c->slot = s;
+		c->points = counts[s];
+		res->slot_counts[res->n_slot_counts++] = c;
+	}
+	free(counts);
+	return rc;
+}
+
 int op_stats(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 	     sh_arena *a, char *err, size_t errlen)
 {
@@ -995,7 +1086,12 @@ int op_stats(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 	shoal__v1__stats_result__init(res);
 	res->collections = sc.out;
 	res->n_collections = sc.n;
-	res->owned = node_slot_set(n, a);
+	struct node_slots ns;
+	node_slots_get(n, &ns);
+	res->owned = slots_to_set(a, ns.owned);
+	if (rq->stats->with_slot_counts &&
+	    (rc = slot_counts_out(n, rq->stats->collection, res, a)))
+		return rc;
 	struct timespec t;
 	clock_gettime(CLOCK_MONOTONIC, &t);
 	res->uptime_ms = (uint64_t)(t.tv_sec - n->started.tv_sec) * 1000u +
@@ -1026,8 +1122,8 @@ int op_health(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 		break;
 	}
 	pthread_rwlock_rdlock(&n->slock);
-	res->node_id = n->node_id;
-	res->map_epoch = n->epoch;
+	res->node_id = n->slots.node_id;
+	res->map_epoch = n->slots.epoch;
 	pthread_rwlock_unlock(&n->slock);
 	res->version = (char *)SHOAL_VERSION;
 	rs->result_case = SHOAL__V1__RESPONSE__RESULT_HEALTH;

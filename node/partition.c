@@ -35,7 +35,52 @@ struct sh_partition {
 	sh_payload_index *idx;
 	pentry **map; /* iid -> entry, NULL when not live */
 	size_t mapcap;
+
+	/* Per slot: live points, and the presence bit (see
+	 * sh_partition_slots_present). Written by the writer (under wmu),
+	 * read by anyone with relaxed atomics. */
+	_Atomic uint32_t *slot_live; /* SH_SLOTS counters */
+	atomic_uint_fast64_t present[SH_SLOTS / 64];
 };
+
+/* ---- Slots --------------------------------------------------------------- */
+
+/* Writer: a point is about to enter slot s. The bit is set before the
+ * index can show the point, so a search that sees the bit clear cannot
+ * find a point of that slot inserted later without it. */
+static void slot_enter(sh_partition *p, uint16_t s)
+{
+	atomic_fetch_or_explicit(&p->present[s / 64], 1ull << (s % 64),
+				 memory_order_seq_cst);
+}
+
+/* Writer: live points of slot s went up (+1) or down (-1). */
+static void slot_count(sh_partition *p, uint16_t s, int delta)
+{
+	uint32_t v =
+	    atomic_load_explicit(&p->slot_live[s], memory_order_relaxed);
+	if (delta < 0 && v == 0)
+		return;
+	v = delta > 0 ? v + 1 : v - 1;
+	atomic_store_explicit(&p->slot_live[s], v, memory_order_relaxed);
+	if (v == 0)
+		atomic_fetch_and_explicit(&p->present[s / 64],
+					  ~(1ull << (s % 64)),
+					  memory_order_relaxed);
+}
+
+uint64_t sh_partition_slot_points(const sh_partition *p, uint16_t slot)
+{
+	return atomic_load_explicit(&p->slot_live[slot], memory_order_relaxed);
+}
+
+void sh_partition_slots_present(const sh_partition *p, uint64_t *bits)
+{
+	sh_partition *m = (sh_partition *)p;
+	for (size_t i = 0; i < SH_SLOTS / 64; i++)
+		bits[i] |=
+		    atomic_load_explicit(&m->present[i], memory_order_seq_cst);
+}
 
 /* ---- Helpers ------------------------------------------------------------- */
 
@@ -137,10 +182,11 @@ struct scan_ctx {
 static int scan_point(void *ctx, uint16_t slot, const sh_pid *pid,
 		      const sh_store_point *sp)
 {
-	(void)slot;
 	struct scan_ctx *sc = ctx;
 	if (sp->deleted)
 		return 0;
+	slot_enter(sc->p, slot);
+	slot_count(sc->p, slot, +1);
 	pentry *e = calloc(1, sizeof(*e));
 	if (!e) {
 		sc->rc = SH_ENOMEM;
@@ -185,6 +231,11 @@ int sh_partition_open(sh_store *st, uint32_t coll_id, const sh_store_coll *cfg,
 		return SH_EINVAL;
 	}
 	p->dim = p->coll.params.dim;
+	p->slot_live = calloc(SH_SLOTS, sizeof(*p->slot_live));
+	if (!p->slot_live) {
+		free(p);
+		return SH_ENOMEM;
+	}
 	pthread_mutex_init(&p->wmu, NULL);
 	pthread_rwlockattr_t ra;
 	pthread_rwlockattr_init(&ra);
@@ -242,6 +293,7 @@ void sh_partition_close(sh_partition *p)
 	sh_store_batch_free(p->batch);
 	pthread_rwlock_destroy(&p->rw);
 	pthread_mutex_destroy(&p->wmu);
+	free((void *)p->slot_live);
 	free(p);
 }
 
@@ -401,11 +453,15 @@ int sh_partition_upsert(sh_partition *p, const sh_partition_point *pts,
 		e->payload = parsed[i];
 		parsed[i] = NULL;
 		uint32_t iid, old;
+		uint16_t slot = sh_slot_of(&pt->id);
+		slot_enter(p, slot);
 		rc = sh_hnsw_upsert(p->h, &pt->id, pt->vec, &iid, &old);
 		if (rc) {
 			entry_free(e);
 			break;
 		}
+		if (old == SH_IID_NONE)
+			slot_count(p, slot, +1);
 		pthread_rwlock_wrlock(&p->rw);
 		unindex_iid(p, old);
 		rc = index_iid(p, iid, e);
@@ -414,6 +470,7 @@ int sh_partition_upsert(sh_partition *p, const sh_partition_point *pts,
 			/* The point is in the graph but not in the payload
 			 * index: take it out of the graph again. */
 			sh_hnsw_delete(p->h, &pt->id, NULL);
+			slot_count(p, slot, -1);
 			sh_store_batch_delete_point(p->batch, p->coll.id,
 						    sh_slot_of(&pt->id),
 						    &pt->id, pt->version);
@@ -481,6 +538,7 @@ int sh_partition_delete(sh_partition *p, const sh_pid *ids,
 			pthread_rwlock_wrlock(&p->rw);
 			unindex_iid(p, iid);
 			pthread_rwlock_unlock(&p->rw);
+			slot_count(p, sh_slot_of(&ids[i]), -1);
 			st[i] = SH_OK;
 		}
 		sh_store_batch_delete_point(p->batch, p->coll.id,
@@ -521,6 +579,99 @@ int sh_partition_maybe_vacuum(sh_partition *p, double ratio, bool *ran)
 			*ran = true;
 	}
 	pthread_mutex_unlock(&p->wmu);
+	return rc;
+}
+
+/* ---- Dropping slots ------------------------------------------------------ */
+
+/* Records erased per batch: bounds one WriteBatch and how long the writer
+ * mutex is held at a time. */
+#define DROP_CHUNK 1024
+
+struct drop_item {
+	uint16_t slot;
+	bool live;
+	sh_pid pid;
+};
+
+struct drop_ctx {
+	struct drop_item *items;
+	size_t n;
+};
+
+static int drop_collect(void *ctx, uint16_t slot, const sh_pid *pid,
+			const sh_store_point *sp)
+{
+	struct drop_ctx *dc = ctx;
+	dc->items[dc->n].slot = slot;
+	dc->items[dc->n].live = !sp->deleted;
+	dc->items[dc->n].pid = *pid;
+	return ++dc->n == DROP_CHUNK ? 1 : 0;
+}
+
+int sh_partition_drop_slots(sh_partition *p, const uint64_t *slots,
+			    uint64_t *removed)
+{
+	if (removed)
+		*removed = 0;
+	if (!p || !slots)
+		return SH_EINVAL;
+	if (atomic_load(&p->failed))
+		return SH_EIO;
+	struct drop_ctx dc = {malloc(DROP_CHUNK * sizeof(struct drop_item)), 0};
+	if (!dc.items)
+		return SH_ENOMEM;
+	int rc = SH_OK;
+	for (uint32_t lo = 0; lo < SH_SLOTS && rc == SH_OK; lo++) {
+		if (!((slots[lo / 64] >> (lo % 64)) & 1))
+			continue;
+		uint32_t hi = lo;
+		while (hi + 1 < SH_SLOTS &&
+		       ((slots[(hi + 1) / 64] >> ((hi + 1) % 64)) & 1))
+			hi++;
+		/* Erased records are gone from the next scan, which starts
+		 * at the slot the last chunk ended in. */
+		uint32_t from = lo;
+		for (;;) {
+			dc.n = 0;
+			int src = sh_store_scan_points(
+			    p->st, p->coll.id, (uint16_t)from, (uint16_t)hi,
+			    drop_collect, &dc);
+			if (src != SH_OK && src != 1) {
+				rc = src;
+				break;
+			}
+			if (dc.n == 0)
+				break;
+			pthread_mutex_lock(&p->wmu);
+			for (size_t i = 0; i < dc.n; i++) {
+				struct drop_item *it = &dc.items[i];
+				uint32_t iid = SH_IID_NONE;
+				if (it->live && sh_hnsw_delete(p->h, &it->pid,
+							       &iid) == SH_OK) {
+					pthread_rwlock_wrlock(&p->rw);
+					unindex_iid(p, iid);
+					pthread_rwlock_unlock(&p->rw);
+					slot_count(p, it->slot, -1);
+				}
+				sh_store_batch_erase_point(p->batch, p->coll.id,
+							   it->slot, &it->pid);
+			}
+			int crc = commit(p);
+			pthread_mutex_unlock(&p->wmu);
+			if (crc) {
+				rc = crc;
+				break;
+			}
+			if (removed)
+				*removed += dc.n;
+			from = dc.items[dc.n - 1].slot;
+			if (dc.n < DROP_CHUNK)
+				break;
+		}
+		lo = hi;
+	}
+	free(dc.items);
 	return rc;
 }
 
@@ -628,6 +779,60 @@ int sh_partition_search_ex(sh_partition *p, const float *q, size_t k, size_t ef,
 			   sh_partition_hit *out, size_t *nout,
 			   sh_hnsw_search_stats *st)
 {
+	return sh_partition_search_slots(p, q, k, ef, f, flags, NULL, out, nout,
+					 st);
+}
+
+bool sh_partition_outside_slots(const sh_partition *p, const uint64_t *slots)
+{
+	uint64_t pres[SH_SLOTS / 64];
+	memset(pres, 0, sizeof(pres));
+	sh_partition_slots_present(p, pres);
+	for (size_t i = 0; i < SH_SLOTS / 64; i++)
+		if (pres[i] & ~slots[i])
+			return true;
+	return false;
+}
+
+/* The share of p's live points in `slots`, for the planner's estimate. */
+static double slots_share(const sh_partition *p, const uint64_t *slots)
+{
+	uint64_t in = 0, all = 0;
+	for (uint32_t s = 0; s < SH_SLOTS; s++) {
+		uint64_t c = atomic_load_explicit(&p->slot_live[s],
+						  memory_order_relaxed);
+		all += c;
+		if ((slots[s / 64] >> (s % 64)) & 1)
+			in += c;
+	}
+	return all ? (double)in / (double)all : 0.0;
+}
+
+struct slot_ctx {
+	sh_partition *p;
+	const uint64_t *slots;
+	struct resid_ctx *resid; /* also checked when set */
+};
+
+/* Candidate check: the point's slot is in the set (and it passes the
+ * residual filter, if any). */
+static bool slot_pass(void *ctx, uint32_t iid)
+{
+	struct slot_ctx *sc = ctx;
+	sh_pid pid;
+	if (sh_hnsw_pid_of(sc->p->h, iid, &pid) != SH_OK)
+		return false;
+	uint16_t s = sh_slot_of(&pid);
+	if (!((sc->slots[s / 64] >> (s % 64)) & 1))
+		return false;
+	return !sc->resid || residual(sc->resid, iid);
+}
+
+int sh_partition_search_slots(sh_partition *p, const float *q, size_t k,
+			      size_t ef, const sh_filter *f, unsigned flags,
+			      const uint64_t *slots, sh_partition_hit *out,
+			      size_t *nout, sh_hnsw_search_stats *st)
+{
 	bool with_payload = flags & SH_PARTITION_WITH_PAYLOAD;
 	bool exact = flags & SH_PARTITION_EXACT;
 	if (!p || !out || !nout)
@@ -672,6 +877,20 @@ int sh_partition_search_ex(sh_partition *p, const float *q, size_t k, size_t ef,
 		hf.ctx = &rcx;
 		hf.est_pass = plan.est_pass;
 	}
+	/* A slot restriction the data makes necessary joins the filter as a
+	 * per-candidate check (chained before the residual one). */
+	struct slot_ctx scx = {p, slots, plan.residual ? &rcx : NULL};
+	bool by_slot = slots != NULL;
+	if (by_slot) {
+		double share = slots_share(p, slots);
+		uint64_t base =
+		    filtered ? plan.est_pass : sh_payload_index_count(p->idx);
+		hf.fn = slot_pass;
+		hf.ctx = &scx;
+		hf.est_pass = (uint64_t)((double)base * share) + 1;
+		if (filtered && !plan.residual && plan.allow)
+			hf.est_pass = 0; /* the index counts the bitmap */
+	}
 	size_t nh = 0;
 	if (filtered && plan.est_pass == 0 && !plan.residual) {
 		/* Nothing can pass. */
@@ -683,8 +902,8 @@ int sh_partition_search_ex(sh_partition *p, const float *q, size_t k, size_t ef,
 		if (exact)
 			hf.force_plan = 1 + SH_PLAN_EXACT_SCAN;
 		rc = sh_hnsw_search(p->h, q, k, ef,
-				    filtered || exact ? &hf : NULL, hits, &nh,
-				    st);
+				    filtered || exact || by_slot ? &hf : NULL,
+				    hits, &nh, st);
 	}
 	if (filtered)
 		urcu_memb_read_unlock();
@@ -741,6 +960,62 @@ static bool count_one(uint32_t iid, void *ctx)
 	    sh_filter_eval(rcx->f, &p->map[iid]->pid, p->map[iid]->payload))
 		(*c)++;
 	return true;
+}
+
+/* count_one with a slot set: the point must be in it too. */
+static bool count_one_slots(uint32_t iid, void *ctx)
+{
+	void **a = ctx;
+	struct resid_ctx *rcx = a[0];
+	uint64_t *c = a[1];
+	const uint64_t *slots = a[2];
+	sh_partition *p = rcx->p;
+	if (iid >= p->mapcap || !p->map[iid])
+		return true;
+	uint16_t s = sh_slot_of(&p->map[iid]->pid);
+	if (((slots[s / 64] >> (s % 64)) & 1) &&
+	    (!rcx->f ||
+	     sh_filter_eval(rcx->f, &p->map[iid]->pid, p->map[iid]->payload)))
+		(*c)++;
+	return true;
+}
+
+int sh_partition_count_slots(sh_partition *p, const sh_filter *f,
+			     const uint64_t *slots, uint64_t *out)
+{
+	if (!p || !out || !slots)
+		return SH_EINVAL;
+	*out = 0;
+	if (atomic_load(&p->failed))
+		return SH_EIO;
+	bool filtered = f && !sh_filter_is_empty(f);
+	if (!filtered) {
+		/* The per-slot counters are exact for live points. */
+		for (uint32_t s = 0; s < SH_SLOTS; s++)
+			if ((slots[s / 64] >> (s % 64)) & 1)
+				*out +=
+				    sh_partition_slot_points(p, (uint16_t)s);
+		return SH_OK;
+	}
+	int rc;
+	pthread_rwlock_rdlock(&p->rw);
+	sh_filter_plan plan;
+	rc = sh_payload_index_plan(p->idx, f, sh_payload_index_count(p->idx),
+				   &plan);
+	if (rc == SH_OK) {
+		struct resid_ctx rcx = {p, plan.residual ? f : NULL};
+		uint64_t c = 0;
+		void *a[3] = {&rcx, &c, (void *)slots};
+		if (plan.allow)
+			roaring_iterate(plan.allow, count_one_slots, a);
+		else
+			for (size_t i = 0; i < p->mapcap; i++)
+				count_one_slots((uint32_t)i, a);
+		*out = c;
+		sh_filter_plan_clear(&plan);
+	}
+	pthread_rwlock_unlock(&p->rw);
+	return rc;
 }
 
 int sh_partition_count(sh_partition *p, const sh_filter *f, uint64_t *out)

@@ -206,6 +206,16 @@ int sh_partition_search_ex(sh_partition *p, const float *q, size_t k, size_t ef,
 			   sh_partition_hit *out, size_t *nout,
 			   sh_hnsw_search_stats *st);
 
+/* sh_partition_search_ex restricted to the slots set in `slots` (a bitmap
+ * of SH_SLOTS bits; NULL: every slot): a point of another slot is never
+ * returned. Each candidate's slot is checked as part of the filter, so a
+ * caller passes NULL when it knows no point outside the set can be found
+ * (sh_partition_outside_slots). */
+int sh_partition_search_slots(sh_partition *p, const float *q, size_t k,
+			      size_t ef, const sh_filter *f, unsigned flags,
+			      const uint64_t *slots, sh_partition_hit *out,
+			      size_t *nout, sh_hnsw_search_stats *st);
+
 /* Frees the payloads of n hits. */
 void sh_partition_hits_clear(sh_partition_hit *hits, size_t n);
 
@@ -213,6 +223,35 @@ void sh_partition_hits_clear(sh_partition_hit *hits, size_t n);
  * while it counts (a residual check walks the candidates: O(n)). Returns
  * SH_OK, SH_ENOMEM, SH_EIO. */
 int sh_partition_count(sh_partition *p, const sh_filter *f, uint64_t *out);
+
+/* Whether p holds, or is about to hold, live points of a slot outside the
+ * set `slots` (see sh_partition_slots_present). Any thread. */
+bool sh_partition_outside_slots(const sh_partition *p, const uint64_t *slots);
+
+/* sh_partition_count over the slots set in `slots` only (exact). */
+int sh_partition_count_slots(sh_partition *p, const sh_filter *f,
+			     const uint64_t *slots, uint64_t *out);
+
+/* ---- Slots (any thread) -------------------------------------------------- */
+
+/* Live points of one slot (exact once the writers are done; a relaxed
+ * read). */
+uint64_t sh_partition_slot_points(const sh_partition *p, uint16_t slot);
+
+/* ORs into bits (SH_SLOTS / 64 words) every slot that holds live points,
+ * or is about to: a slot's bit is set before its first point becomes
+ * visible to searches and cleared when its last one is gone. */
+void sh_partition_slots_present(const sh_partition *p, uint64_t *bits);
+
+/* Erases every record of the slots set in `slots` (points and tombstones:
+ * no trace is left, unlike a delete) and takes their points out of the
+ * index, in batches of about a thousand records, each committed on its own
+ * under the writer mutex (a crash leaves some slots partly erased: run it
+ * again). For a node dropping its copy of slots it no longer owns: nothing
+ * may write to those slots meanwhile. *removed (optional) gets the records
+ * erased. Returns SH_OK, SH_EINVAL, SH_EIO, SH_ENOMEM. */
+int sh_partition_drop_slots(sh_partition *p, const uint64_t *slots,
+			    uint64_t *removed);
 
 /* Where a scroll goes on: the first point of the next page. Zero it to
  * start from the beginning; `done` is set when nothing is left. */

@@ -486,6 +486,22 @@ int sh_store_batch_delete_point(sh_store_batch *b, uint32_t coll, uint16_t slot,
 			 NULL, 0);
 }
 
+int sh_store_batch_erase_point(sh_store_batch *b, uint32_t coll, uint16_t slot,
+			       const sh_pid *pid)
+{
+	if (b->err)
+		return b->err;
+	if (coll == 0 || coll > SH_STORE_MAX_COLL_ID || slot >= SH_SLOTS ||
+	    !pid_ok(pid))
+		return berr(b,
+			    store_fail(SH_EINVAL, "erase point: bad argument"));
+	uint8_t k[POINT_KEY_MAX];
+	size_t kl = point_key(k, coll, slot, pid);
+	rocksdb_writebatch_delete_cf(b->wb, b->st->cf[CF_POINTS],
+				     (const char *)k, kl);
+	return SH_OK;
+}
+
 static int change_one(sh_store_batch *b, uint32_t coll, uint32_t dim,
 		      const sh_hnsw_change *c)
 {
@@ -907,12 +923,16 @@ out:
 	return rc;
 }
 
-int sh_store_scan_points(sh_store *st, uint32_t coll, uint16_t slot_lo,
-			 uint16_t slot_hi, sh_store_point_fn fn, void *ctx)
+/* The scan behind sh_store_scan_points and sh_store_stream_points: one
+ * snapshot, points in key order; with dim > 0 the vector of every live
+ * point is read from the same snapshot (vec: dim floats of scratch). */
+static int scan_range(sh_store *st, uint32_t coll, uint16_t slot_lo,
+		      uint16_t slot_hi, uint32_t dim, sh_store_point_fn fn,
+		      sh_store_stream_fn sfn, void *ctx)
 {
 	int rc = SH_OK;
-	if (slot_lo > slot_hi || slot_hi >= SH_SLOTS || !fn || coll == 0 ||
-	    coll > SH_STORE_MAX_COLL_ID)
+	if (slot_lo > slot_hi || slot_hi >= SH_SLOTS || (!fn && !sfn) ||
+	    coll == 0 || coll > SH_STORE_MAX_COLL_ID || dim > SH_HNSW_MAX_DIM)
 		return store_fail(SH_EINVAL, "scan: bad slot range");
 	uint8_t lo[6], hi[6];
 	put_be32(lo, coll);
@@ -921,8 +941,10 @@ int sh_store_scan_points(sh_store *st, uint32_t coll, uint16_t slot_lo,
 	put_be16(hi + 4, (uint16_t)(slot_hi + 1)); /* <= SH_SLOTS */
 	const rocksdb_snapshot_t *snap = rocksdb_create_snapshot(st->db);
 	rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+	rocksdb_readoptions_t *vo = dim ? rocksdb_readoptions_create() : NULL;
+	float *vec = dim ? malloc(dim * sizeof(float)) : NULL;
 	rocksdb_iterator_t *it = NULL;
-	if (!snap || !ro) {
+	if (!snap || !ro || (dim && (!vo || !vec))) {
 		rc = store_fail(SH_ENOMEM, "out of memory");
 		goto out;
 	}
@@ -930,6 +952,10 @@ int sh_store_scan_points(sh_store *st, uint32_t coll, uint16_t slot_lo,
 	rocksdb_readoptions_set_fill_cache(ro, 0);
 	rocksdb_readoptions_set_readahead_size(ro, 2u << 20);
 	rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)hi, 6);
+	if (vo) {
+		rocksdb_readoptions_set_snapshot(vo, snap);
+		rocksdb_readoptions_set_fill_cache(vo, 0);
+	}
 	it = rocksdb_create_iterator_cf(st->db, ro, st->cf[CF_POINTS]);
 	if (!it) {
 		rc = store_fail(SH_ENOMEM, "out of memory");
@@ -951,7 +977,47 @@ int sh_store_scan_points(sh_store *st, uint32_t coll, uint16_t slot_lo,
 		if ((rc = point_key_decode(k, kl, &slot, &pid)) ||
 		    (rc = point_decode(v, vl, &p)))
 			goto out;
-		if ((rc = fn(ctx, slot, &pid, &p)))
+		if (fn) {
+			if ((rc = fn(ctx, slot, &pid, &p)))
+				goto out;
+			continue;
+		}
+		const float *pv = NULL;
+		if (!p.deleted) {
+			/* The vector as of the same snapshot: after it, the
+			 * iid may have been freed and given to another
+			 * point. */
+			uint8_t gk[GRAPH_KEY_LEN];
+			graph_key(gk, coll, p.iid, GK_NODE, 0);
+			char *rerr = NULL;
+			rocksdb_pinnableslice_t *ps = rocksdb_get_pinned_cf(
+			    st->db, vo, st->cf[CF_GRAPH], (const char *)gk,
+			    sizeof(gk), &rerr);
+			if (rerr) {
+				rc = store_fail_rocks(rerr, "stream: vector");
+				goto out;
+			}
+			if (!ps) {
+				rc = store_fail(SH_ECORRUPT,
+						"points: live point without "
+						"its graph node (iid %u)",
+						p.iid);
+				goto out;
+			}
+			size_t gl;
+			const uint8_t *gv =
+			    (const uint8_t *)rocksdb_pinnableslice_value(ps,
+									 &gl);
+			struct node_rec r;
+			rc = node_decode(gv, gl, dim, &r);
+			if (rc == SH_OK)
+				get_floats(vec, r.vec, dim);
+			rocksdb_pinnableslice_destroy(ps);
+			if (rc)
+				goto out;
+			pv = vec;
+		}
+		if ((rc = sfn(ctx, slot, &pid, &p, pv)))
 			goto out;
 	}
 	char *rerr = NULL;
@@ -963,7 +1029,27 @@ out:
 		rocksdb_iter_destroy(it);
 	if (ro)
 		rocksdb_readoptions_destroy(ro);
+	if (vo)
+		rocksdb_readoptions_destroy(vo);
 	if (snap)
 		rocksdb_release_snapshot(st->db, snap);
+	free(vec);
 	return rc;
+}
+
+int sh_store_scan_points(sh_store *st, uint32_t coll, uint16_t slot_lo,
+			 uint16_t slot_hi, sh_store_point_fn fn, void *ctx)
+{
+	if (!fn)
+		return store_fail(SH_EINVAL, "scan: no callback");
+	return scan_range(st, coll, slot_lo, slot_hi, 0, fn, NULL, ctx);
+}
+
+int sh_store_stream_points(sh_store *st, uint32_t coll, uint16_t slot_lo,
+			   uint16_t slot_hi, uint32_t dim,
+			   sh_store_stream_fn fn, void *ctx)
+{
+	if (!fn || dim == 0)
+		return store_fail(SH_EINVAL, "stream: bad argument");
+	return scan_range(st, coll, slot_lo, slot_hi, dim, NULL, fn, ctx);
 }

@@ -247,6 +247,13 @@ int sh_store_batch_put_point(sh_store_batch *b, uint32_t coll, uint16_t slot,
 int sh_store_batch_delete_point(sh_store_batch *b, uint32_t coll, uint16_t slot,
 				const sh_pid *pid, uint64_t version);
 
+/* Adds the removal of a point's record (live or tombstone) without leaving
+ * a tombstone: for dropping the copy of a slot a node no longer owns (the
+ * index change log removes the graph node). Returns as
+ * sh_store_batch_put_point. */
+int sh_store_batch_erase_point(sh_store_batch *b, uint32_t coll, uint16_t slot,
+			       const sh_pid *pid);
+
 /* Turns index change records into graph CF writes, in order: NODE -> put
  * (a NODE re-sent with vec NULL only sets or clears the TOMB key), LINKS ->
  * put, TOMBSTONE -> put the TOMB key, FREE -> DeleteRange over the iid's
@@ -336,5 +343,21 @@ typedef int (*sh_store_point_fn)(void *ctx, uint16_t slot, const sh_pid *pid,
  * the good records before the bad one) or SH_EIO. */
 int sh_store_scan_points(sh_store *st, uint32_t coll, uint16_t slot_lo,
 			 uint16_t slot_hi, sh_store_point_fn fn, void *ctx);
+
+/* As sh_store_point_fn, plus the point's vector (dim floats; NULL for a
+ * tombstone), read from the same snapshot as the record: valid only during
+ * the call. */
+typedef int (*sh_store_stream_fn)(void *ctx, uint16_t slot, const sh_pid *pid,
+				  const sh_store_point *p, const float *vec);
+
+/* sh_store_scan_points with each live point's vector, every record and
+ * vector from one snapshot that is held for the whole call, however long
+ * fn takes (it may send them over the network): the consistent view a
+ * slot migration copies. dim is the collection's dimension. Returns as
+ * sh_store_scan_points, and SH_ECORRUPT for a live point without its graph
+ * node. */
+int sh_store_stream_points(sh_store *st, uint32_t coll, uint16_t slot_lo,
+			   uint16_t slot_hi, uint32_t dim,
+			   sh_store_stream_fn fn, void *ctx);
 
 #endif

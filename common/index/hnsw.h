@@ -201,6 +201,12 @@ int sh_hnsw_lookup(const sh_hnsw *h, const sh_pid *pid, uint32_t *iid);
  * for int8 storage). Returns SH_OK or SH_ENOTFOUND. */
 int sh_hnsw_get_vector(const sh_hnsw *h, uint32_t iid, float *out);
 
+/* The point id of node iid (live or tombstoned). Returns SH_OK or
+ * SH_ENOTFOUND (no node there). Lock-free; may be called from a filter
+ * callback during a search (a string id then stays valid until the search
+ * returns). */
+int sh_hnsw_pid_of(const sh_hnsw *h, uint32_t iid, sh_pid *out);
+
 typedef bool (*sh_hnsw_filter_fn)(void *ctx, uint32_t iid);
 
 /* Which points a search may return. Both parts are optional; when both are

@@ -597,3 +597,24 @@ int sh_hnsw_get_vector(const sh_hnsw *h, uint32_t iid, float *out)
 	SH_READ_UNLOCK(h);
 	return rc;
 }
+
+int sh_hnsw_pid_of(const sh_hnsw *h, uint32_t iid, sh_pid *out)
+{
+	int rc = SH_ENOTFOUND;
+	if (!hnsw_tls_get())
+		return SH_ENOMEM;
+	/* Nests inside the caller's section when called from a filter. */
+	urcu_memb_read_lock();
+	const struct nodedir *d = rcu_dereference(((sh_hnsw *)h)->dir);
+	uint32_t next =
+	    __atomic_load_n(&((sh_hnsw *)h)->next, __ATOMIC_ACQUIRE);
+	if (iid < next && (iid >> SH_CHUNK_SHIFT) < d->nchunks) {
+		const char *n = node_at(h, &d, iid);
+		if (node_flags(n) & NF_USED) {
+			node_pid(n, out);
+			rc = SH_OK;
+		}
+	}
+	SH_READ_UNLOCK(h);
+	return rc;
+}

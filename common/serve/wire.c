@@ -678,9 +678,8 @@ static int check_batch_limit(vctx *c, const char *field, uint32_t v)
 	return SH_OK;
 }
 
-static int check_create(vctx *c, const Shoal__V1__CreateCollectionRequest *r)
+static int check_config(vctx *c, const Shoal__V1__CollectionConfig *cfg)
 {
-	const Shoal__V1__CollectionConfig *cfg = r->config;
 	int rc;
 	if (!cfg)
 		return fail(c, SH_EINVAL, "config required");
@@ -733,18 +732,17 @@ static int check_create(vctx *c, const Shoal__V1__CreateCollectionRequest *r)
 	return SH_OK;
 }
 
-static int check_upsert(vctx *c, const Shoal__V1__UpsertRequest *r)
+static int check_create(vctx *c, const Shoal__V1__CreateCollectionRequest *r)
+{
+	return check_config(c, r->config);
+}
+
+/* Points of an upsert or an import: ids, vectors, payloads. */
+static int check_points(vctx *c, Shoal__V1__Point *const *pts, size_t n)
 {
 	int rc;
-	if ((rc = check_name(c, "collection", r->collection)) != SH_OK)
-		return rc;
-	if (r->n_points == 0)
-		return fail(c, SH_EINVAL, "at least one point required");
-	if (r->n_points > c->lim->max_batch_points)
-		return fail(c, SH_ETOOBIG, "%zu points; at most %u",
-			    r->n_points, c->lim->max_batch_points);
-	for (size_t i = 0; i < r->n_points; i++) {
-		const Shoal__V1__Point *p = r->points[i];
+	for (size_t i = 0; i < n; i++) {
+		const Shoal__V1__Point *p = pts[i];
 		size_t old = path_push(c, ".points[%zu]", i);
 		if (!p)
 			return fail(c, SH_EINVAL, "id required");
@@ -761,6 +759,63 @@ static int check_upsert(vctx *c, const Shoal__V1__UpsertRequest *r)
 	return SH_OK;
 }
 
+/* Ids of PointRefs (deletes, tombstones). */
+static int check_refs(vctx *c, const char *field,
+		      Shoal__V1__PointRef *const *refs, size_t n)
+{
+	int rc;
+	for (size_t i = 0; i < n; i++) {
+		size_t old = path_push(c, ".%s[%zu].id", field, i);
+		if ((rc = check_id(c, refs[i] ? refs[i]->id : NULL)) != SH_OK)
+			return rc;
+		path_pop(c, old);
+	}
+	return SH_OK;
+}
+
+static int check_upsert(vctx *c, const Shoal__V1__UpsertRequest *r)
+{
+	int rc;
+	if ((rc = check_name(c, "collection", r->collection)) != SH_OK)
+		return rc;
+	if (r->n_points == 0)
+		return fail(c, SH_EINVAL, "at least one point required");
+	if (r->n_points > c->lim->max_batch_points)
+		return fail(c, SH_ETOOBIG, "%zu points; at most %u",
+			    r->n_points, c->lim->max_batch_points);
+	return check_points(c, r->points, r->n_points);
+}
+
+/* A SlotSet: ascending ranges without overlap, each first <= last <
+ * SH_SLOTS. `required`: at least one range. NULL passes unless required. */
+static int check_slot_set(vctx *c, const char *field,
+			  const Shoal__V1__SlotSet *set, bool required)
+{
+	size_t n = set ? set->n_ranges : 0;
+	if (n == 0)
+		return required ? fail(c, SH_EINVAL,
+				       ".%s: at least one slot "
+				       "range required",
+				       field)
+				: SH_OK;
+	if (n > SH_SLOTS)
+		return fail(c, SH_ETOOBIG, ".%s: %zu ranges; at most %d", field,
+			    n, SH_SLOTS);
+	for (size_t i = 0; i < n; i++) {
+		const Shoal__V1__SlotRange *s = set->ranges[i];
+		size_t old = path_push(c, ".%s.ranges[%zu]", field, i);
+		if (!s || s->first > s->last || s->last >= SH_SLOTS)
+			return fail(c, SH_EINVAL,
+				    "range must have first <= last < %d",
+				    SH_SLOTS);
+		if (i > 0 && s->first <= set->ranges[i - 1]->last)
+			return fail(c, SH_EINVAL,
+				    "ranges must ascend without overlap");
+		path_pop(c, old);
+	}
+	return SH_OK;
+}
+
 static int check_delete(vctx *c, const Shoal__V1__DeleteRequest *r)
 {
 	int rc;
@@ -772,6 +827,9 @@ static int check_delete(vctx *c, const Shoal__V1__DeleteRequest *r)
 			return fail(c, SH_EINVAL,
 				    "delete by an empty filter (to delete "
 				    "everything, drop the collection)");
+		if ((rc = check_slot_set(c, "only_slots", r->only_slots,
+					 false)) != SH_OK)
+			return rc;
 		return check_filter_field(c, f);
 	}
 	if (r->selector_case != SHOAL__V1__DELETE_REQUEST__SELECTOR_IDS)
@@ -789,6 +847,87 @@ static int check_delete(vctx *c, const Shoal__V1__DeleteRequest *r)
 		if ((rc = check_id(c, ref ? ref->id : NULL)) != SH_OK)
 			return rc;
 		path_pop(c, old);
+	}
+	return SH_OK;
+}
+
+static int check_migrate(vctx *c, const Shoal__V1__MigrateRequest *r)
+{
+	int rc;
+	if (r->action < SHOAL__V1__MIGRATE_ACTION__PREPARE_IMPORT ||
+	    r->action > SHOAL__V1__MIGRATE_ACTION__FINISH_IMPORT)
+		return fail(c, SH_EINVAL, ".action: unknown");
+	if (r->move_id == 0)
+		return fail(c, SH_EINVAL, ".move_id: must be above 0");
+	if ((rc = check_slot_set(c, "slots", r->slots, true)) != SH_OK)
+		return rc;
+	if (r->action == SHOAL__V1__MIGRATE_ACTION__START) {
+		const char *a = str_or_empty(r->peer_address);
+		size_t n = strlen(a);
+		if (n == 0 || n > 255 || !sh_utf8_valid(a, n))
+			return fail(c, SH_EINVAL,
+				    ".peer_address: 1..255 bytes of UTF-8");
+	}
+	if ((r->action == SHOAL__V1__MIGRATE_ACTION__START ||
+	     r->action == SHOAL__V1__MIGRATE_ACTION__PREPARE_IMPORT) &&
+	    r->peer_node_id == 0)
+		return fail(c, SH_EINVAL, ".peer_node_id: must be above 0");
+	return SH_OK;
+}
+
+static int check_import(vctx *c, const Shoal__V1__ImportRequest *r)
+{
+	int rc;
+	if (r->move_id == 0)
+		return fail(c, SH_EINVAL, ".move_id: must be above 0");
+	size_t old = c->plen;
+	if ((rc = check_config(c, r->config)) != SH_OK)
+		return rc;
+	path_pop(c, old);
+	size_t n = r->n_points + r->n_tombstones;
+	if (n == 0)
+		return fail(c, SH_EINVAL,
+			    "at least one point or tombstone required");
+	if (n > c->lim->max_batch_points)
+		return fail(c, SH_ETOOBIG,
+			    "%zu points and tombstones; at most %u", n,
+			    c->lim->max_batch_points);
+	if ((rc = check_points(c, r->points, r->n_points)) != SH_OK)
+		return rc;
+	return check_refs(c, "tombstones", r->tombstones, r->n_tombstones);
+}
+
+static int check_move_job(vctx *c, const Shoal__V1__MoveJobRequest *r)
+{
+	if (r->action < SHOAL__V1__MOVE_JOB_ACTION__JOB_START ||
+	    r->action > SHOAL__V1__MOVE_JOB_ACTION__JOB_CLEAR)
+		return fail(c, SH_EINVAL, ".action: unknown");
+	if (r->action == SHOAL__V1__MOVE_JOB_ACTION__JOB_ADVANCE &&
+	    (r->move_id == 0 ||
+	     r->from_state < SHOAL__V1__MOVE_STATE__MOVE_PENDING ||
+	     r->from_state > SHOAL__V1__MOVE_STATE__MOVE_ABORTED))
+		return fail(c, SH_EINVAL,
+			    "advance: move_id and from_state required");
+	if (r->action != SHOAL__V1__MOVE_JOB_ACTION__JOB_START)
+		return SH_OK;
+	const Shoal__V1__MoveJob *j = r->job;
+	if (!j || j->n_moves == 0)
+		return fail(c, SH_EINVAL, ".job: at least one move required");
+	if (j->n_moves > SH_SLOTS)
+		return fail(c, SH_ETOOBIG, ".job: %zu moves; at most %d",
+			    j->n_moves, SH_SLOTS);
+	size_t dn = strlen(str_or_empty(j->description));
+	if (dn > 256 || !sh_utf8_valid(str_or_empty(j->description), dn))
+		return fail(c, SH_EINVAL,
+			    ".job.description: at most 256 bytes of UTF-8");
+	for (size_t i = 0; i < j->n_moves; i++) {
+		const Shoal__V1__Move *m = j->moves[i];
+		if (!m || m->first > m->last || m->last >= SH_SLOTS ||
+		    m->from == 0 || m->to == 0 || m->from == m->to)
+			return fail(c, SH_EINVAL,
+				    ".job.moves[%zu]: first <= last < %d and "
+				    "two different nodes required",
+				    i, SH_SLOTS);
 	}
 	return SH_OK;
 }
@@ -836,6 +975,9 @@ params:
 			    c->lim->max_ef);
 	if (!(r->min_coverage >= 0.0f && r->min_coverage <= 1.0f))
 		return fail(c, SH_EINVAL, "min_coverage outside 0..1");
+	if ((rc = check_slot_set(c, "only_slots", r->only_slots, false)) !=
+	    SH_OK)
+		return rc;
 	return check_filter_field(c, r->filter);
 }
 
@@ -898,21 +1040,7 @@ static int check_set_slots(vctx *c, const Shoal__V1__SetSlotsRequest *r)
 {
 	if (r->map_epoch == 0)
 		return fail(c, SH_EINVAL, "map_epoch must be above 0");
-	if (!r->owned)
-		return SH_OK; /* owns nothing */
-	for (size_t i = 0; i < r->owned->n_ranges; i++) {
-		const Shoal__V1__SlotRange *s = r->owned->ranges[i];
-		size_t old = path_push(c, ".owned.ranges[%zu]", i);
-		if (!s || s->first > s->last || s->last >= SH_SLOTS)
-			return fail(c, SH_EINVAL,
-				    "range must have first <= last < %d",
-				    SH_SLOTS);
-		if (i > 0 && s->first <= r->owned->ranges[i - 1]->last)
-			return fail(c, SH_EINVAL,
-				    "ranges must ascend without overlap");
-		path_pop(c, old);
-	}
-	return SH_OK;
+	return check_slot_set(c, "owned", r->owned, false); /* may own none */
 }
 
 static int check_op(vctx *c, const Shoal__V1__Request *q)
@@ -958,13 +1086,17 @@ static int check_op(vctx *c, const Shoal__V1__Request *q)
 			SH_OK ||
 		    (rc = check_cursor(c, q->scroll->cursor)) != SH_OK ||
 		    (rc = check_batch_limit(c, "limit", q->scroll->limit)) !=
-			SH_OK)
+			SH_OK ||
+		    (rc = check_slot_set(c, "only_slots", q->scroll->only_slots,
+					 false)) != SH_OK)
 			return rc;
 		return check_filter_field(c, q->scroll->filter);
 	case SHOAL__V1__REQUEST__OP_COUNT:
 		path_push(c, "count");
 		if ((rc = check_name(c, "collection", q->count->collection)) !=
-		    SH_OK)
+			SH_OK ||
+		    (rc = check_slot_set(c, "only_slots", q->count->only_slots,
+					 false)) != SH_OK)
 			return rc;
 		return check_filter_field(c, q->count->filter);
 	case SHOAL__V1__REQUEST__OP_STATS:
@@ -986,6 +1118,20 @@ static int check_op(vctx *c, const Shoal__V1__Request *q)
 		if (q->stream_slot->slot >= SH_SLOTS)
 			return fail(c, SH_EINVAL, "slot %u; at most %d",
 				    q->stream_slot->slot, SH_SLOTS - 1);
+		return SH_OK;
+	case SHOAL__V1__REQUEST__OP_MIGRATE:
+		path_push(c, "migrate");
+		return check_migrate(c, q->migrate);
+	case SHOAL__V1__REQUEST__OP_IMPORT_POINTS:
+		path_push(c, "import_points");
+		return check_import(c, q->import_points);
+	case SHOAL__V1__REQUEST__OP_MOVE_JOB:
+		path_push(c, "move_job");
+		return check_move_job(c, q->move_job);
+	case SHOAL__V1__REQUEST__OP_REMOVE_NODE:
+		path_push(c, "remove_node");
+		if (q->remove_node->node_id == 0)
+			return fail(c, SH_EINVAL, ".node_id: must be above 0");
 		return SH_OK;
 	case SHOAL__V1__REQUEST__OP_EMBED:
 		path_push(c, "embed");
