@@ -26,6 +26,8 @@ pkgs=(
   dataset-fashion-mnist zlib1g-dev wordnet-base python3-yaml
   # tests (clang + its runtime for the libFuzzer targets)
   libcmocka-dev clang libclang-rt-14-dev
+  # rebalancing: the cluster map in etcd (tests)
+  etcd-server
   # benchmark peers
   libhnswlib-dev libfaiss-dev
 )
