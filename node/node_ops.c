@@ -923,7 +923,12 @@ int op_scroll(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 	shoal__v1__scroll_result__init(res);
 	if ((rc = filter_in(r->filter, &f, err, errlen)))
 		goto out;
-	rc = sh_partition_scroll(e->p, f, &cur, limit, page_point, &pc);
+	/* Stop at the last slot that may be returned. */
+	int last = SH_SLOTS - 1;
+	while (last > 0 && !slot_bit(allowed, (uint32_t)last))
+		last--;
+	rc = sh_partition_scroll_to(e->p, f, &cur, (uint16_t)last, limit,
+				    page_point, &pc);
 	if (rc) {
 		sh_errf(err, errlen, rc, "scroll %s: %s", r->collection,
 			sh_strerror(rc));

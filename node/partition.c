@@ -1133,7 +1133,14 @@ int sh_partition_scroll(sh_partition *p, const sh_filter *f,
 			sh_partition_cursor *cur, size_t limit,
 			sh_partition_scroll_fn fn, void *ctx)
 {
-	if (!p || !cur || !fn || limit == 0)
+	return sh_partition_scroll_to(p, f, cur, SH_SLOTS - 1, limit, fn, ctx);
+}
+
+int sh_partition_scroll_to(sh_partition *p, const sh_filter *f,
+			   sh_partition_cursor *cur, uint16_t last_slot,
+			   size_t limit, sh_partition_scroll_fn fn, void *ctx)
+{
+	if (!p || !cur || !fn || limit == 0 || last_slot >= SH_SLOTS)
 		return SH_EINVAL;
 	if (atomic_load(&p->failed))
 		return SH_EIO;
@@ -1146,9 +1153,13 @@ int sh_partition_scroll(sh_partition *p, const sh_filter *f,
 	    .fn = fn,
 	    .ctx = ctx,
 	};
-	int rc = sh_store_scan_points(p->st, p->coll.id,
-				      cur->started ? cur->slot : 0,
-				      SH_SLOTS - 1, scroll_point, &sc);
+	uint16_t from = cur->started ? cur->slot : 0;
+	if (from > last_slot) {
+		cur->done = true;
+		return SH_OK;
+	}
+	int rc = sh_store_scan_points(p->st, p->coll.id, from, last_slot,
+				      scroll_point, &sc);
 	if (sc.full)
 		return SH_OK;
 	if (rc)

@@ -283,6 +283,12 @@ int sh_partition_scroll(sh_partition *p, const sh_filter *f,
 			sh_partition_cursor *cur, size_t limit,
 			sh_partition_scroll_fn fn, void *ctx);
 
+/* sh_partition_scroll that stops after slot last_slot (the page ends, and
+ * cur->done is set, once that slot has been walked). */
+int sh_partition_scroll_to(sh_partition *p, const sh_filter *f,
+			   sh_partition_cursor *cur, uint16_t last_slot,
+			   size_t limit, sh_partition_scroll_fn fn, void *ctx);
+
 /* ---- Testing hooks --------------------------------------------------------
  */
 

@@ -64,6 +64,7 @@ int main(int argc, char **argv)
 	const char *listen = "tcp://127.0.0.1:7000",
 		   *metrics = "127.0.0.1:9000";
 	const char *data_dir = "./shoal-router", *nodes = "", *config = NULL;
+	const char *etcd = "", *etcd_key = "/shoal/cluster-map";
 	const char *log_level = "info", *ready_file = NULL;
 	int64_t threads = 4 * (ncpu > 1 ? ncpu : 1), read_ms = 1000,
 		write_ms = 30000, drain_ms = 5000;
@@ -73,6 +74,13 @@ int main(int argc, char **argv)
 	     "nng URL clients connect to (port 0: any free port)", NULL, 0, 0},
 	    {"data-dir", SH_FLAG_STR, &data_dir,
 	     "directory of the cluster map (cluster.json)", NULL, 0, 0},
+	    {"etcd", SH_FLAG_STR, &etcd,
+	     "etcd endpoints (http://HOST:PORT[,...]): keep the cluster map "
+	     "there, shared by every router given the same key, instead of "
+	     "in data-dir",
+	     NULL, 0, 0},
+	    {"etcd-key", SH_FLAG_STR, &etcd_key,
+	     "the etcd key of the cluster map", NULL, 0, 0},
 	    {"nodes", SH_FLAG_STR, &nodes,
 	     "comma-separated node URLs: the first map, when data-dir has "
 	     "none (slots split evenly)",
@@ -124,6 +132,8 @@ int main(int argc, char **argv)
 	sh_router_opts ro;
 	sh_router_opts_default(&ro);
 	ro.data_dir = data_dir;
+	ro.etcd = etcd;
+	ro.etcd_key = etcd_key;
 	ro.bootstrap = addrs;
 	ro.nbootstrap = nodes_copy ? split_list(nodes_copy, addrs, 256) : 0;
 	ro.read_timeout_ms = (int)read_ms;

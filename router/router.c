@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "dispatch.h"
 #include "log.h"
@@ -41,6 +42,11 @@ static int connect_nodes_locked(sh_router *r, char *err, size_t errlen)
 			known = r->nodes[j].id == mn->id;
 		if (known)
 			continue;
+		if (r->nnodes == ROUTER_MAX_CONNS)
+			return sh_errf(err, errlen, SH_EFULL,
+				       "the router has made %d node "
+				       "connections: restart it",
+				       ROUTER_MAX_CONNS);
 		struct rnode *n = &r->nodes[r->nnodes];
 		memset(n, 0, sizeof(*n));
 		n->id = mn->id;
@@ -93,11 +99,158 @@ int router_owner_locked(sh_router *r, uint16_t slot)
 	return -1;
 }
 
-/* Sends node idx its slots under the current map (set_slots). */
-static int push_slots(sh_router *r, int idx, char *err, size_t errlen)
+int router_node_index(sh_router *r, uint32_t id)
 {
-	static uint32_t ranges[SH_SLOTS][2]; /* guarded by r->admin */
+	int idx = -1;
+	pthread_rwlock_rdlock(&r->lock);
+	for (uint32_t i = 0; i < r->nnodes && idx < 0; i++)
+		if (r->nodes[i].id == id)
+			idx = (int)i;
+	pthread_rwlock_unlock(&r->lock);
+	return idx;
+}
+
+sh_map *router_map_copy(sh_router *r)
+{
+	sh_map *m = malloc(sizeof(*m));
+	if (!m)
+		return NULL;
+	pthread_rwlock_rdlock(&r->lock);
+	*m = *r->map;
+	pthread_rwlock_unlock(&r->lock);
+	return m;
+}
+
+int router_install_map(sh_router *r, sh_map *m, int64_t version, char *err,
+		       size_t errlen)
+{
+	pthread_rwlock_wrlock(&r->lock);
+	int rc = SH_OK;
+	if (m->epoch >= r->map->epoch) {
+		sh_map *old = r->map;
+		r->map = m;
+		r->map_version = version;
+		m = old;
+		rc = connect_nodes_locked(r, err, errlen);
+	}
+	pthread_rwlock_unlock(&r->lock);
+	free(m);
+	return rc;
+}
+
+int router_refresh_map(sh_router *r)
+{
+	if (!sh_mapstore_shared(r->ms))
+		return SH_OK;
+	sh_map *m = malloc(sizeof(*m));
+	if (!m)
+		return SH_ENOMEM;
+	char err[512];
+	int64_t version;
+	int rc = sh_mapstore_load(r->ms, m, &version, err, sizeof(err));
+	if (rc) {
+		sh_warn("router", "re-reading the map: %s", err);
+		free(m);
+		return rc;
+	}
+	pthread_rwlock_rdlock(&r->lock);
+	bool newer = m->epoch > r->map->epoch;
+	pthread_rwlock_unlock(&r->lock);
+	if (!newer) {
+		free(m);
+		return SH_OK;
+	}
+	uint64_t epoch = m->epoch;
+	rc = router_install_map(r, m, version, err, sizeof(err));
+	if (rc)
+		sh_warn("router", "installing map epoch %llu: %s",
+			(unsigned long long)epoch, err);
+	else
+		sh_debug("router", "map epoch %llu from %s",
+			 (unsigned long long)epoch, sh_mapstore_where(r->ms));
+	atomic_fetch_add(&r->map_reloads, 1);
+	return rc;
+}
+
+int router_change_map_locked(sh_router *r, router_map_fn fn, void *ctx,
+			     uint64_t *epoch, char *err, size_t errlen)
+{
+	router_refresh_map(r);
+	sh_map *m = malloc(sizeof(*m));
+	if (!m)
+		return sh_errf(err, errlen, SH_ENOMEM, "out of memory");
+	pthread_rwlock_rdlock(&r->lock);
+	*m = *r->map;
+	int64_t expect = r->map_version;
+	pthread_rwlock_unlock(&r->lock);
+	int rc = fn(r, m, ctx, err, errlen);
+	if (rc) {
+		free(m);
+		return rc;
+	}
+	m->epoch++;
+	int64_t version;
+	rc = sh_mapstore_cas(r->ms, m, expect, &version, err, errlen);
+	if (rc) {
+		free(m);
+		if (rc == SH_ESTALE)
+			router_refresh_map(r);
+		return rc;
+	}
+	uint64_t e = m->epoch;
+	rc = router_install_map(r, m, version, err, errlen);
+	if (epoch)
+		*epoch = e;
+	return rc;
+}
+
+int router_change_map(sh_router *r, router_map_fn fn, void *ctx,
+		      uint64_t *epoch, char *err, size_t errlen)
+{
 	pthread_mutex_lock(&r->admin);
+	int rc = router_change_map_locked(r, fn, ctx, epoch, err, errlen);
+	pthread_mutex_unlock(&r->admin);
+	return rc;
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+/* etcd: waits for changes of the map and installs them. */
+static void *watch_main(void *arg)
+{
+	sh_router *r = arg;
+	while (!atomic_load(&r->stopping)) {
+		pthread_rwlock_rdlock(&r->lock);
+		int64_t version = r->map_version;
+		pthread_rwlock_unlock(&r->lock);
+		char err[512];
+		int rc =
+		    sh_mapstore_wait(r->ms, version, 1000, err, sizeof(err));
+		if (atomic_load(&r->stopping))
+			break;
+		if (rc == SH_OK) {
+			router_refresh_map(r);
+		} else if (rc != SH_ETIMEDOUT) {
+			sh_debug("router", "watching the map: %s", err);
+			/* do not spin on an unreachable etcd */
+			for (int i = 0; i < 10 && !atomic_load(&r->stopping);
+			     i++)
+				sleep_ms(100);
+			router_refresh_map(r);
+		}
+	}
+	return NULL;
+}
+
+int router_push_slots(sh_router *r, int idx, char *err, size_t errlen)
+{
+	uint32_t(*ranges)[2] = malloc(SH_SLOTS * sizeof(*ranges));
+	if (!ranges)
+		return sh_errf(err, errlen, SH_ENOMEM, "out of memory");
 	pthread_rwlock_rdlock(&r->lock);
 	uint64_t epoch = r->map->epoch;
 	uint32_t id = r->nodes[idx].id;
@@ -143,7 +296,7 @@ static int push_slots(sh_router *r, int idx, char *err, size_t errlen)
 	}
 	free(sr);
 	free(srp);
-	pthread_mutex_unlock(&r->admin);
+	free(ranges);
 	return rc;
 }
 
@@ -219,7 +372,7 @@ void fanout(sh_router *r, struct call *calls, size_t n, int timeout_ms,
 		    c->retried || c->resp->map_epoch >= c->rq.map_epoch)
 			continue;
 		char err[256];
-		int prc = push_slots(r, c->node, err, sizeof(err));
+		int prc = router_push_slots(r, c->node, err, sizeof(err));
 		if (prc) {
 			sh_warn("router", "sending slots to node %u: %s",
 				r->nodes[c->node].id, err);
@@ -232,6 +385,32 @@ void fanout(sh_router *r, struct call *calls, size_t n, int timeout_ms,
 		call_start(r, c, timeout_ms);
 		call_finish(r, c);
 	}
+}
+
+int router_node_call(sh_router *r, uint32_t id, Shoal__V1__Request *rq,
+		     int timeout_ms, Shoal__V1__Response **resp, char *err,
+		     size_t errlen)
+{
+	*resp = NULL;
+	int idx = router_node_index(r, id);
+	if (idx < 0)
+		return sh_errf(err, errlen, SH_ENOTFOUND,
+			       "node %u is not known to this router", id);
+	struct call c;
+	call_init(&c, idx, rq);
+	c.rq.op_case = rq->op_case;
+	c.rq.search = rq->search; /* the op union: one pointer */
+	fanout(r, &c, 1, timeout_ms, true);
+	if (c.rc) {
+		char name[300];
+		int rc = sh_errf(err, errlen, c.rc, "%s: %s",
+				 router_node_name(r, idx, name, sizeof(name)),
+				 c.err);
+		calls_free(&c, 1);
+		return rc;
+	}
+	*resp = c.resp;
+	return SH_OK;
 }
 
 void calls_free(struct call *calls, size_t n)
@@ -326,11 +505,15 @@ static int rop_get_map(sh_router *r, const Shoal__V1__Request *rq,
 	}
 	size_t nruns = 0;
 	for (uint32_t s = 0; s < SH_SLOTS; s++)
-		nruns += s == 0 || m->owner[s] != m->owner[s - 1];
+		nruns += s == 0 || m->owner[s] != m->owner[s - 1] ||
+			 m->slot_epoch[s] != m->slot_epoch[s - 1] ||
+			 m->moving_to[s] != m->moving_to[s - 1];
 	cm->slots = sh_arena_alloc(a, nruns * sizeof(void *));
 	for (uint32_t s = 0; cm->slots && s < SH_SLOTS; s++) {
 		uint32_t e = s;
-		while (e + 1 < SH_SLOTS && m->owner[e + 1] == m->owner[s])
+		while (e + 1 < SH_SLOTS && m->owner[e + 1] == m->owner[s] &&
+		       m->slot_epoch[e + 1] == m->slot_epoch[s] &&
+		       m->moving_to[e + 1] == m->moving_to[s])
 			e++;
 		Shoal__V1__SlotOwner *so = sh_arena_alloc(a, sizeof(*so));
 		if (!so)
@@ -339,9 +522,13 @@ static int rop_get_map(sh_router *r, const Shoal__V1__Request *rq,
 		so->first = s;
 		so->last = e;
 		so->node_id = m->owner[s];
+		so->epoch = m->slot_epoch[s];
+		so->moving_to = m->moving_to[s];
 		cm->slots[cm->n_slots++] = so;
 		s = e;
 	}
+	if (m->job.id)
+		cm->job = router_job_out(m, a);
 	free(m);
 	if (a->oom)
 		return SH_ENOMEM;
@@ -398,53 +585,84 @@ static int rop_get_map(sh_router *r, const Shoal__V1__Request *rq,
 	return a->oom ? SH_ENOMEM : SH_OK;
 }
 
-static int rop_add_node(sh_router *r, const Shoal__V1__Request *rq,
-			Shoal__V1__Response *rs, sh_arena *a, char *err,
-			size_t errlen)
-{
-	sh_map *m = malloc(sizeof(*m));
-	if (!m)
-		return SH_ENOMEM;
-	pthread_mutex_lock(&r->admin);
-	pthread_rwlock_rdlock(&r->lock);
-	*m = *r->map;
-	pthread_rwlock_unlock(&r->lock);
+struct add_ctx {
+	const char *address;
 	uint32_t id;
-	int rc = sh_map_add_node(m, rq->add_node->address, &id, err, errlen);
+};
+
+static int add_fn(sh_router *r, sh_map *m, void *ctx, char *err, size_t errlen)
+{
+	struct add_ctx *c = ctx;
+	int rc = sh_map_add_node(m, c->address, &c->id, err, errlen);
 	if (rc == SH_OK)
-		rc = sh_map_save(m, r->map_path, err, errlen);
-	if (rc == SH_OK) {
-		pthread_rwlock_wrlock(&r->lock);
-		sh_map *old = r->map;
-		r->map = m;
-		m = old;
-		rc = connect_nodes_locked(r, err, errlen);
-		pthread_rwlock_unlock(&r->lock);
-	}
-	uint64_t epoch = r->map->epoch;
-	pthread_mutex_unlock(&r->admin);
-	free(m);
-	if (rc)
-		return rc;
-	sh_info("router", "node %u (%s) added; map epoch %llu", id,
-		rq->add_node->address, (unsigned long long)epoch);
-	/* Every node learns the new epoch (the new one: that it owns none). */
+		m->epoch--; /* router_change_map bumps it */
+	return rc;
+}
+
+/* Every node learns the map's epoch (a new node: that it owns none). */
+static void push_all(sh_router *r)
+{
 	int idx[SH_MAP_MAX_NODES];
 	size_t n = router_all_nodes(r, idx);
 	for (size_t i = 0; i < n; i++) {
 		char e2[256];
-		if (push_slots(r, idx[i], e2, sizeof(e2)))
+		if (router_push_slots(r, idx[i], e2, sizeof(e2)))
 			sh_warn("router", "sending slots to node %u: %s",
 				r->nodes[idx[i]].id, e2);
 	}
+}
+
+static int rop_add_node(sh_router *r, const Shoal__V1__Request *rq,
+			Shoal__V1__Response *rs, sh_arena *a, char *err,
+			size_t errlen)
+{
+	struct add_ctx c = {.address = rq->add_node->address};
+	uint64_t epoch;
+	int rc = router_change_map(r, add_fn, &c, &epoch, err, errlen);
+	if (rc)
+		return rc;
+	sh_info("router", "node %u (%s) added; map epoch %llu", c.id, c.address,
+		(unsigned long long)epoch);
+	push_all(r);
 	Shoal__V1__AddNodeResult *res = sh_arena_alloc(a, sizeof(*res));
 	if (!res)
 		return SH_ENOMEM;
 	shoal__v1__add_node_result__init(res);
-	res->node_id = id;
+	res->node_id = c.id;
 	res->map_epoch = epoch;
 	rs->result_case = SHOAL__V1__RESPONSE__RESULT_ADD_NODE;
 	rs->add_node = res;
+	return SH_OK;
+}
+
+static int remove_fn(sh_router *r, sh_map *m, void *ctx, char *err,
+		     size_t errlen)
+{
+	int rc = sh_map_remove_node(m, *(uint32_t *)ctx, err, errlen);
+	if (rc == SH_OK)
+		m->epoch--; /* router_change_map bumps it */
+	return rc;
+}
+
+static int rop_remove_node(sh_router *r, const Shoal__V1__Request *rq,
+			   Shoal__V1__Response *rs, sh_arena *a, char *err,
+			   size_t errlen)
+{
+	uint32_t id = rq->remove_node->node_id;
+	uint64_t epoch;
+	int rc = router_change_map(r, remove_fn, &id, &epoch, err, errlen);
+	if (rc)
+		return rc;
+	sh_info("router", "node %u removed; map epoch %llu", id,
+		(unsigned long long)epoch);
+	push_all(r);
+	Shoal__V1__RemoveNodeResult *res = sh_arena_alloc(a, sizeof(*res));
+	if (!res)
+		return SH_ENOMEM;
+	shoal__v1__remove_node_result__init(res);
+	res->map_epoch = epoch;
+	rs->result_case = SHOAL__V1__RESPONSE__RESULT_REMOVE_NODE;
+	rs->remove_node = res;
 	return SH_OK;
 }
 
@@ -473,8 +691,12 @@ static const router_op_fn op_table[ROUTER_NOPS - 1] = {
     rop_health,
     rop_node_only,
     rop_node_only,
+    rop_node_only,
+    rop_node_only,
     rop_get_map,
     rop_add_node,
+    rop_move_job,
+    rop_remove_node,
 };
 
 static const char *const op_names[ROUTER_NOPS] = {
@@ -491,19 +713,21 @@ static const char *const op_names[ROUTER_NOPS] = {
     "health",
     "set_slots",
     "stream_slot",
+    "migrate",
+    "import_points",
     "get_map",
     "add_node",
+    "move_job",
+    "remove_node",
     "invalid",
 };
 
 static int op_index(Shoal__V1__Request__OpCase c)
 {
-	if (c >= 10 && c <= 22)
+	if (c >= 10 && c <= 24)
 		return (int)c - 10;
-	if (c == SHOAL__V1__REQUEST__OP_GET_MAP)
-		return 13;
-	if (c == SHOAL__V1__REQUEST__OP_ADD_NODE)
-		return 14;
+	if (c >= 60 && c <= 63)
+		return (int)c - 60 + 15;
 	return ROUTER_OP_INVALID;
 }
 
@@ -574,9 +798,10 @@ int sh_router_open(const sh_router_opts *o, sh_router **out, char *err,
 		   size_t errlen)
 {
 	*out = NULL;
-	if (!o->data_dir || !*o->data_dir)
+	bool etcd = o->etcd && *o->etcd;
+	if (!etcd && (!o->data_dir || !*o->data_dir))
 		return sh_errf(err, errlen, SH_EINVAL, "no data directory");
-	if (mkdir(o->data_dir, 0755) != 0 && errno != EEXIST)
+	if (!etcd && mkdir(o->data_dir, 0755) != 0 && errno != EEXIST)
 		return sh_errf(err, errlen, SH_EIO, "creating %s: %s",
 			       o->data_dir, strerror(errno));
 	sh_router *r = calloc(1, sizeof(*r));
@@ -589,35 +814,62 @@ int sh_router_open(const sh_router_opts *o, sh_router **out, char *err,
 	r->o.nbootstrap = 0;
 	pthread_rwlock_init(&r->lock, NULL);
 	pthread_mutex_init(&r->admin, NULL);
-	snprintf(r->map_path, sizeof(r->map_path), "%s/cluster.json",
-		 o->data_dir);
-	int rc = sh_map_load(r->map, r->map_path, err, errlen);
+	int rc;
+	if (etcd) {
+		rc = sh_mapstore_etcd(
+		    o->etcd,
+		    o->etcd_key && *o->etcd_key ? o->etcd_key
+						: "/shoal/cluster-map",
+		    o->read_timeout_ms > 2000 ? o->read_timeout_ms : 2000,
+		    &r->ms, err, errlen);
+	} else {
+		char path[4096];
+		snprintf(path, sizeof(path), "%s/cluster.json", o->data_dir);
+		rc = sh_mapstore_file(path, &r->ms, err, errlen);
+	}
+	if (rc) {
+		sh_router_close(r);
+		return rc;
+	}
+	const char *where = sh_mapstore_where(r->ms);
+	rc = sh_mapstore_load(r->ms, r->map, &r->map_version, err, errlen);
 	if (rc == SH_ENOTFOUND) {
 		if (!o->nbootstrap) {
 			sh_router_close(r);
 			return sh_errf(err, errlen, SH_ENOTFOUND,
 				       "no cluster map in %s: give --nodes "
 				       "to create one",
-				       o->data_dir);
+				       where);
 		}
 		rc = sh_map_init(r->map, o->bootstrap, o->nbootstrap, err,
 				 errlen);
 		if (rc == SH_OK)
-			rc = sh_map_save(r->map, r->map_path, err, errlen);
-		if (rc == SH_OK)
+			rc = sh_mapstore_cas(r->ms, r->map, 0, &r->map_version,
+					     err, errlen);
+		if (rc == SH_ESTALE) /* another router made it first */
+			rc = sh_mapstore_load(r->ms, r->map, &r->map_version,
+					      err, errlen);
+		else if (rc == SH_OK)
 			sh_info("router",
 				"new cluster map: %zu nodes, epoch 1, in %s",
-				o->nbootstrap, r->map_path);
+				o->nbootstrap, where);
 	} else if (rc == SH_OK && o->nbootstrap) {
 		sh_info("router",
 			"using the cluster map in %s (--nodes is "
 			"only read when there is none)",
-			r->map_path);
+			where);
 	}
 	if (rc == SH_OK) {
 		pthread_rwlock_wrlock(&r->lock);
 		rc = connect_nodes_locked(r, err, errlen);
 		pthread_rwlock_unlock(&r->lock);
+	}
+	if (rc == SH_OK && etcd) {
+		if (pthread_create(&r->watcher, NULL, watch_main, r) != 0)
+			rc = sh_errf(err, errlen, SH_ENOMEM,
+				     "cannot start the map watcher");
+		else
+			r->watching = true;
 	}
 	if (rc) {
 		sh_router_close(r);
@@ -625,7 +877,7 @@ int sh_router_open(const sh_router_opts *o, sh_router **out, char *err,
 	}
 	for (uint32_t i = 0; i < r->nnodes; i++) {
 		char e2[256];
-		int prc = push_slots(r, (int)i, e2, sizeof(e2));
+		int prc = router_push_slots(r, (int)i, e2, sizeof(e2));
 		if (prc)
 			sh_warn("router",
 				"node %u (%s) not told its slots "
@@ -640,8 +892,12 @@ void sh_router_close(sh_router *r)
 {
 	if (!r)
 		return;
+	atomic_store(&r->stopping, true);
+	if (r->watching)
+		pthread_join(r->watcher, NULL);
 	for (uint32_t i = 0; i < r->nnodes; i++)
 		sh_rpc_close(r->nodes[i].rpc);
+	sh_mapstore_close(r->ms);
 	pthread_rwlock_destroy(&r->lock);
 	pthread_mutex_destroy(&r->admin);
 	free(r->map);
@@ -688,6 +944,7 @@ void sh_router_metrics(sh_router *r, FILE *f)
 	}
 	pthread_rwlock_rdlock(&r->lock);
 	uint32_t nn = r->nnodes;
+	uint32_t nmap = r->map->nnodes;
 	uint64_t epoch = r->map->epoch;
 	pthread_rwlock_unlock(&r->lock);
 	fprintf(f, "# HELP shoal_router_node_duration_seconds Time of calls "
@@ -710,30 +967,52 @@ void sh_router_metrics(sh_router *r, FILE *f)
 			"\"%s\"} %llu\n",
 			r->nodes[i].id, r->nodes[i].address,
 			(unsigned long long)atomic_load(&r->nodes[i].errors));
-	fprintf(f,
-		"# HELP shoal_router_searches_partial_total Searches answered "
-		"with partial coverage (min_coverage).\n"
-		"# TYPE shoal_router_searches_partial_total counter\n"
-		"shoal_router_searches_partial_total %llu\n"
-		"# HELP shoal_router_searches_failed_total Searches failed for "
-		"lack of coverage.\n"
-		"# TYPE shoal_router_searches_failed_total counter\n"
-		"shoal_router_searches_failed_total %llu\n"
-		"# HELP shoal_router_retries_total Requests retried after a "
-		"node was sent its slots again.\n"
-		"# TYPE shoal_router_retries_total counter\n"
-		"shoal_router_retries_total %llu\n"
-		"# HELP shoal_router_map_epoch Epoch of the cluster map.\n"
-		"# TYPE shoal_router_map_epoch gauge\n"
-		"shoal_router_map_epoch %llu\n"
-		"# HELP shoal_router_nodes Nodes in the cluster map.\n"
-		"# TYPE shoal_router_nodes gauge\n"
-		"shoal_router_nodes %u\n"
-		"# HELP shoal_build_info Software version.\n"
-		"# TYPE shoal_build_info gauge\n"
-		"shoal_build_info{version=\"%s\"} 1\n",
-		(unsigned long long)atomic_load(&r->searches_partial),
-		(unsigned long long)atomic_load(&r->searches_failed),
-		(unsigned long long)atomic_load(&r->retries),
-		(unsigned long long)epoch, nn, SHOAL_VERSION);
+	fprintf(
+	    f,
+	    "# HELP shoal_router_searches_partial_total Searches answered "
+	    "with partial coverage (min_coverage).\n"
+	    "# TYPE shoal_router_searches_partial_total counter\n"
+	    "shoal_router_searches_partial_total %llu\n"
+	    "# HELP shoal_router_searches_failed_total Searches failed for "
+	    "lack of coverage.\n"
+	    "# TYPE shoal_router_searches_failed_total counter\n"
+	    "shoal_router_searches_failed_total %llu\n"
+	    "# HELP shoal_router_retries_total Requests retried after a "
+	    "node was sent its slots again.\n"
+	    "# TYPE shoal_router_retries_total counter\n"
+	    "shoal_router_retries_total %llu\n"
+	    "# HELP shoal_router_rerouted_total Points and slots sent "
+	    "again after a node said they moved (EMOVED) or did not "
+	    "cover them.\n"
+	    "# TYPE shoal_router_rerouted_total counter\n"
+	    "shoal_router_rerouted_total %llu\n"
+	    "# HELP shoal_router_map_reloads_total Newer maps installed "
+	    "from the shared store (etcd).\n"
+	    "# TYPE shoal_router_map_reloads_total counter\n"
+	    "shoal_router_map_reloads_total %llu\n"
+	    "# HELP shoal_router_move_steps_total Steps of slot moves run "
+	    "by this router.\n"
+	    "# TYPE shoal_router_move_steps_total counter\n"
+	    "shoal_router_move_steps_total %llu\n"
+	    "# HELP shoal_router_move_errors_total Steps of slot moves that "
+	    "failed (and may be retried).\n"
+	    "# TYPE shoal_router_move_errors_total counter\n"
+	    "shoal_router_move_errors_total %llu\n"
+	    "# HELP shoal_router_map_epoch Epoch of the cluster map.\n"
+	    "# TYPE shoal_router_map_epoch gauge\n"
+	    "shoal_router_map_epoch %llu\n"
+	    "# HELP shoal_router_nodes Nodes in the cluster map.\n"
+	    "# TYPE shoal_router_nodes gauge\n"
+	    "shoal_router_nodes %u\n"
+	    "# HELP shoal_build_info Software version.\n"
+	    "# TYPE shoal_build_info gauge\n"
+	    "shoal_build_info{version=\"%s\"} 1\n",
+	    (unsigned long long)atomic_load(&r->searches_partial),
+	    (unsigned long long)atomic_load(&r->searches_failed),
+	    (unsigned long long)atomic_load(&r->retries),
+	    (unsigned long long)atomic_load(&r->rerouted),
+	    (unsigned long long)atomic_load(&r->map_reloads),
+	    (unsigned long long)atomic_load(&r->move_steps),
+	    (unsigned long long)atomic_load(&r->move_errors),
+	    (unsigned long long)epoch, nmap, SHOAL_VERSION);
 }

@@ -32,8 +32,9 @@
  *
  * sh_router_handle may run on any number of threads at once; it blocks
  * while it waits for nodes, so the server must not call it on nng's own
- * threads. The map is read under a rwlock; changes (add_node) are
- * serialised and written to the map file before they take effect.
+ * threads. The map is read under a rwlock; changes (add_node,
+ * remove_node, the steps of slot moves) are serialised and stored (file
+ * or etcd, by compare-and-swap) before they take effect.
  */
 #ifndef SH_ROUTER_H
 #define SH_ROUTER_H
@@ -47,7 +48,11 @@
 typedef struct sh_router sh_router;
 
 typedef struct sh_router_opts {
-	const char *data_dir;	      /* holds cluster.json */
+	const char *data_dir; /* holds cluster.json (file mode) */
+	/* etcd mode: endpoints ("http://h:2379[,...]") and the key of the
+	 * map; NULL endpoints: the map file in data_dir. */
+	const char *etcd;
+	const char *etcd_key;
 	const char *const *bootstrap; /* node addresses for a new map */
 	size_t nbootstrap;
 	int read_timeout_ms;  /* default deadline of a node call for reads */
@@ -57,10 +62,13 @@ typedef struct sh_router_opts {
 
 void sh_router_opts_default(sh_router_opts *o);
 
-/* Loads data_dir/cluster.json, or creates it from the bootstrap addresses
- * when there is none (an error when there are none either), connects to
- * every node and sends each its slots. A node that cannot be reached is
- * not an error here: it gets its slots when it answers EMOVED. */
+/* Loads the map (data_dir/cluster.json, or the etcd key), or creates it
+ * from the bootstrap addresses when there is none (an error when there are
+ * none either; in etcd mode a router that loses the race to create it
+ * loads the winner's), connects to every node and sends each its slots. A
+ * node that cannot be reached is not an error here: it gets its slots when
+ * it answers EMOVED. In etcd mode a thread watches the key and installs
+ * every newer map. */
 int sh_router_open(const sh_router_opts *o, sh_router **out, char *err,
 		   size_t errlen);
 

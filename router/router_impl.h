@@ -11,6 +11,7 @@
 #include "arena.h"
 #include "error.h"
 #include "map.h"
+#include "mapstore.h"
 #include "metrics.h"
 #include "router.h"
 #include "rpc.h"
@@ -26,24 +27,40 @@ struct rnode {
 	atomic_uint_fast64_t errors;
 };
 
-#define ROUTER_NOPS 16 /* Request op - 10 for 10..22, then 60, 61, invalid */
-#define ROUTER_OP_INVALID 15
+/* Request op - 10 for 10..24, then 60..63, then invalid. */
+#define ROUTER_NOPS 20
+#define ROUTER_OP_INVALID 19
 #define ROUTER_NCODES 17
+/* Connections the router keeps: nodes of the map, and of earlier maps
+ * (entries are never reused, so a removed node keeps its slot). */
+#define ROUTER_MAX_CONNS 1024
 
 struct sh_router {
 	sh_router_opts o;
-	char map_path[4096];
 	atomic_int state;
+	sh_mapstore *ms; /* where the map lives (file or etcd) */
 
-	pthread_rwlock_t lock; /* guards map and nnodes */
+	pthread_rwlock_t lock; /* guards map, map_version and nnodes */
 	sh_map *map;
-	struct rnode nodes[SH_MAP_MAX_NODES];
+	int64_t map_version; /* the store's version of map */
+	struct rnode nodes[ROUTER_MAX_CONNS];
 	uint32_t nnodes;
-	pthread_mutex_t admin; /* serialises map changes */
+	/* Serialises changes of the map by this router, and the steps of
+	 * slot moves (moves.c). Taken before lock, never while holding it. */
+	pthread_mutex_t admin;
+
+	/* etcd: a thread that watches the map and installs changes. */
+	pthread_t watcher;
+	bool watching;
+	atomic_bool stopping;
 
 	atomic_uint_fast64_t requests[ROUTER_NOPS][ROUTER_NCODES];
 	sh_histogram latency[ROUTER_NOPS];
 	atomic_uint_fast64_t searches_partial, searches_failed, retries;
+	atomic_uint_fast64_t rerouted;	  /* items sent again after EMOVED */
+	atomic_uint_fast64_t map_reloads; /* maps installed from the store */
+	atomic_uint_fast64_t move_steps;  /* move steps run */
+	atomic_uint_fast64_t move_errors; /* move steps that failed */
 };
 
 /* One call to one node, as part of a fan-out. */
@@ -75,6 +92,41 @@ void calls_free(struct call *calls, size_t n);
  * with a message naming the node; SH_OK when none failed. */
 int calls_error(sh_router *r, const struct call *calls, size_t n,
 		const int *ok_codes, char *err, size_t errlen);
+
+/* ---- The map (router.c) ----------------------------------------------- */
+
+/* Installs m (taking it; version: the store's) if it is newer than the
+ * router's, connecting to its new nodes. Returns SH_OK or a connection
+ * error. */
+int router_install_map(sh_router *r, sh_map *m, int64_t version, char *err,
+		       size_t errlen);
+/* Re-reads the map from a shared store (etcd) and installs it when newer;
+ * SH_OK at once for a file. */
+int router_refresh_map(sh_router *r);
+/* Changes the map: with r->admin held, fn edits a copy of the newest map
+ * (re-read from a shared store first); the copy gets epoch + 1, is stored
+ * by compare-and-swap and installed. An error of fn or of the store
+ * changes nothing (SH_ESTALE: another router changed the map meanwhile).
+ * *epoch (optional) gets the new epoch. */
+typedef int (*router_map_fn)(sh_router *r, sh_map *m, void *ctx, char *err,
+			     size_t errlen);
+int router_change_map(sh_router *r, router_map_fn fn, void *ctx,
+		      uint64_t *epoch, char *err, size_t errlen);
+/* The same with r->admin already held by the caller. */
+int router_change_map_locked(sh_router *r, router_map_fn fn, void *ctx,
+			     uint64_t *epoch, char *err, size_t errlen);
+/* A copy of the map (malloc'd; free()), or NULL. */
+sh_map *router_map_copy(sh_router *r);
+/* Sends node idx its slots under the current map (set_slots). */
+int router_push_slots(sh_router *r, int idx, char *err, size_t errlen);
+/* The connection index of node id; -1 when unknown. */
+int router_node_index(sh_router *r, uint32_t id);
+/* One request to one node (by id) with a deadline, as a fan-out of one.
+ * SH_OK with *resp (sh_wire_free_response; its code may be an error), or
+ * the transport error with a message naming the node. */
+int router_node_call(sh_router *r, uint32_t id, Shoal__V1__Request *rq,
+		     int timeout_ms, Shoal__V1__Response **resp, char *err,
+		     size_t errlen);
 
 /* Indices of every node that owns at least one slot (searches, scans);
  * returns how many. */
@@ -111,5 +163,10 @@ int rop_count(sh_router *, const Shoal__V1__Request *, Shoal__V1__Response *,
 	      sh_arena *, char *, size_t);
 int rop_stats(sh_router *, const Shoal__V1__Request *, Shoal__V1__Response *,
 	      sh_arena *, char *, size_t);
+/* moves.c: slot move jobs. */
+int rop_move_job(sh_router *, const Shoal__V1__Request *, Shoal__V1__Response *,
+		 sh_arena *, char *, size_t);
+/* The job of map m as the wire has it (objects from a). */
+Shoal__V1__MoveJob *router_job_out(const sh_map *m, sh_arena *a);
 
 #endif

@@ -5,65 +5,17 @@
 
 #include "log.h"
 #include "pid.h"
+#include "route.h"
 #include "router_impl.h"
 #include "slots.h"
 
-/* ---- Splitting by owner ---------------------------------------------------
+/* ---- Writes and gets: items by owner -------------------------------------
  */
 
-/* Items of a request grouped by the node that owns their slot. */
-struct group {
-	int node;    /* index in r->nodes */
-	size_t n;    /* items in this group */
-	size_t *pos; /* their positions in the request */
-};
-
-/* Groups n ids by owner; groups and their positions come from a. Returns
- * the number of groups, or 0 with a->oom when out of memory (n > 0). */
-static size_t split(sh_router *r, Shoal__V1__PointId *const *ids, size_t n,
-		    sh_arena *a, struct group **out)
-{
-	int *owner = sh_arena_alloc(a, (n ? n : 1) * sizeof(int));
-	size_t count[SH_MAP_MAX_NODES] = {0};
-	if (!owner)
-		return 0;
-	pthread_rwlock_rdlock(&r->lock);
-	for (size_t i = 0; i < n; i++) {
-		sh_pid pid;
-		sh_wire_pid_from_proto(ids[i], &pid); /* validated */
-		owner[i] = router_owner_locked(r, sh_slot_of(&pid));
-		if (owner[i] >= 0)
-			count[owner[i]]++;
-	}
-	uint32_t nn = r->nnodes;
-	pthread_rwlock_unlock(&r->lock);
-	size_t ng = 0;
-	for (uint32_t j = 0; j < nn; j++)
-		ng += count[j] > 0;
-	struct group *g = sh_arena_alloc(a, (ng ? ng : 1) * sizeof(*g));
-	if (!g)
-		return 0;
-	size_t k = 0;
-	for (uint32_t j = 0; j < nn; j++) {
-		if (!count[j])
-			continue;
-		g[k].node = (int)j;
-		g[k].pos = sh_arena_alloc(a, count[j] * sizeof(size_t));
-		if (!g[k].pos)
-			return 0;
-		for (size_t i = 0; i < n; i++)
-			if (owner[i] == (int)j)
-				g[k].pos[g[k].n++] = i;
-		k++;
-	}
-	*out = g;
-	return ng;
-}
-
-/* Fills the per-point statuses of a write in request order: from the
- * owner's answer, or the owner's failure. Returns the first failure. */
-static int merge_statuses(sh_router *r, struct call *calls,
-			  const struct group *g, size_t ng,
+/* The per-point statuses of a write in request order, from the owners'
+ * answers; points still refused at the deadline get EMOVED. Returns the
+ * first failure (SH_OK when every owner acknowledged its part). */
+static int merge_statuses(sh_router *r, const struct routed *rt,
 			  Shoal__V1__PointId *const *ids, size_t n,
 			  bool is_delete, sh_arena *a,
 			  Shoal__V1__WriteResult **out, char *err,
@@ -77,9 +29,9 @@ static int merge_statuses(sh_router *r, struct call *calls,
 	shoal__v1__write_result__init(w);
 	w->statuses = st;
 	w->n_statuses = n;
-	int rc = calls_error(r, calls, ng, NULL, err, errlen);
-	for (size_t k = 0; k < ng; k++) {
-		struct call *c = &calls[k];
+	int rc = SH_OK;
+	for (size_t k = 0; k < rt->ng; k++) {
+		struct call *c = rt->g[k].c;
 		Shoal__V1__WriteResult *nw =
 		    c->rc || c->resp->code
 			? NULL
@@ -94,41 +46,82 @@ static int merge_statuses(sh_router *r, struct call *calls,
 			    c->rc ? c->err
 				  : (c->resp->message ? c->resp->message : ""));
 			why = sh_arena_strndup(a, msg, strlen(msg));
+			if (rc == SH_OK)
+				rc = calls_error(r, c, 1, NULL, err, errlen);
 		}
-		for (size_t i = 0; i < g[k].n; i++) {
-			size_t p = g[k].pos[i];
+		for (size_t i = 0; i < rt->g[k].n; i++) {
+			size_t p = rt->g[k].items[i];
 			if (nw && i < nw->n_statuses) {
 				st[p] = nw->statuses[i];
-			} else {
-				Shoal__V1__PointStatus *s =
-				    sh_arena_alloc(a, sizeof(*s));
-				if (!s)
-					return SH_ENOMEM;
-				shoal__v1__point_status__init(s);
-				s->id = ids[p];
-				s->code =
-				    (Shoal__V1__ErrorCode)(c->rc
-							       ? c->rc
-							       : (nw ? SH_EIO
-								     : (int)c
-									   ->resp
-									   ->code));
-				s->message = (char *)(why ? why : "");
-				st[p] = s;
+				continue;
 			}
-			if (st[p]->code == SHOAL__V1__ERROR_CODE__OK)
-				w->applied++;
-			else if (st[p]->code == SHOAL__V1__ERROR_CODE__ESTALE ||
-				 st[p]->code ==
-				     SHOAL__V1__ERROR_CODE__ENOTFOUND)
-				w->ignored++;
+			Shoal__V1__PointStatus *s =
+			    sh_arena_alloc(a, sizeof(*s));
+			if (!s)
+				return SH_ENOMEM;
+			shoal__v1__point_status__init(s);
+			s->id = ids[p];
+			s->code =
+			    (Shoal__V1__ErrorCode)(c->rc ? c->rc
+						   : nw	 ? SH_EIO
+							 : (int)c->resp->code);
+			s->message = (char *)(why ? why : "");
+			st[p] = s;
 		}
+	}
+	if (rt->nleft) {
+		const char *why =
+		    sh_arena_strndup(a, rt->left_msg, strlen(rt->left_msg));
+		for (size_t i = 0; i < rt->nleft; i++) {
+			size_t p = rt->left[i];
+			Shoal__V1__PointStatus *s =
+			    sh_arena_alloc(a, sizeof(*s));
+			if (!s)
+				return SH_ENOMEM;
+			shoal__v1__point_status__init(s);
+			s->id = ids[p];
+			s->code = SHOAL__V1__ERROR_CODE__EMOVED;
+			s->message = (char *)(why ? why : "");
+			st[p] = s;
+		}
+		if (rc == SH_OK)
+			rc = sh_errf(err, errlen, SH_EMOVED,
+				     "%zu points were refused until the "
+				     "deadline while their slots move (%s); "
+				     "retry",
+				     rt->nleft, rt->left_msg);
+	}
+	for (size_t p = 0; p < n; p++) {
+		if (!st[p])
+			return SH_ENOMEM;
+		if (st[p]->code == SHOAL__V1__ERROR_CODE__OK)
+			w->applied++;
+		else if (st[p]->code == SHOAL__V1__ERROR_CODE__ESTALE ||
+			 st[p]->code == SHOAL__V1__ERROR_CODE__ENOTFOUND)
+			w->ignored++;
 	}
 	*out = w;
 	return rc;
 }
 
-static void defer_calls(sh_arena *a, struct call *calls, size_t n);
+static bool upsert_sub(void *ctx, struct call *c, const size_t *items, size_t n,
+		       sh_arena *a)
+{
+	const Shoal__V1__UpsertRequest *u = ctx;
+	Shoal__V1__UpsertRequest *sub = sh_arena_alloc(a, sizeof(*sub));
+	Shoal__V1__Point **pts = sh_arena_alloc(a, n * sizeof(*pts));
+	if (!sub || !pts)
+		return false;
+	shoal__v1__upsert_request__init(sub);
+	sub->collection = u->collection;
+	for (size_t i = 0; i < n; i++)
+		pts[i] = u->points[items[i]];
+	sub->points = pts;
+	sub->n_points = n;
+	c->rq.op_case = SHOAL__V1__REQUEST__OP_UPSERT;
+	c->rq.upsert = sub;
+	return true;
+}
 
 int rop_upsert(sh_router *r, const Shoal__V1__Request *rq,
 	       Shoal__V1__Response *rs, sh_arena *a, char *err, size_t errlen)
@@ -141,36 +134,11 @@ int rop_upsert(sh_router *r, const Shoal__V1__Request *rq,
 		return SH_ENOMEM;
 	for (size_t i = 0; i < n; i++)
 		ids[i] = u->points[i]->id;
-	struct group *g = NULL;
-	size_t ng = split(r, ids, n, a, &g);
-	if (a->oom)
+	struct routed rt;
+	if (route_items(r, rq, ids, n, true, upsert_sub, (void *)u, a, &rt))
 		return SH_ENOMEM;
-	struct call *calls = calloc(ng ? ng : 1, sizeof(*calls));
-	if (!calls)
-		return SH_ENOMEM;
-	for (size_t k = 0; k < ng; k++) {
-		Shoal__V1__UpsertRequest *sub = sh_arena_alloc(a, sizeof(*sub));
-		Shoal__V1__Point **pts =
-		    sh_arena_alloc(a, g[k].n * sizeof(*pts));
-		if (!sub || !pts) {
-			free(calls);
-			return SH_ENOMEM;
-		}
-		shoal__v1__upsert_request__init(sub);
-		sub->collection = u->collection;
-		for (size_t i = 0; i < g[k].n; i++)
-			pts[i] = u->points[g[k].pos[i]];
-		sub->points = pts;
-		sub->n_points = g[k].n;
-		call_init(&calls[k], g[k].node, rq);
-		calls[k].rq.op_case = SHOAL__V1__REQUEST__OP_UPSERT;
-		calls[k].rq.upsert = sub;
-	}
-	fanout(r, calls, ng, (int)rq->timeout_ms, true);
 	Shoal__V1__WriteResult *w = NULL;
-	int rc =
-	    merge_statuses(r, calls, g, ng, ids, n, false, a, &w, err, errlen);
-	defer_calls(a, calls, ng);
+	int rc = merge_statuses(r, &rt, ids, n, false, a, &w, err, errlen);
 	if (!w)
 		return rc ? rc : SH_ENOMEM;
 	rs->result_case = SHOAL__V1__RESPONSE__RESULT_UPSERT;
@@ -178,97 +146,39 @@ int rop_upsert(sh_router *r, const Shoal__V1__Request *rq,
 	return rc;
 }
 
-/* The points of `sub` requests are the original request's; the calls'
- * responses are freed with the arena (the result points into them). */
-static void free_calls(void *p)
+static bool delete_sub(void *ctx, struct call *c, const size_t *items, size_t n,
+		       sh_arena *a)
 {
-	struct call *c = p;
-	size_t n = c[0].node; /* stored count, see defer_calls */
-	calls_free(c + 1, n);
-	free(c);
+	const Shoal__V1__DeleteRequest *d = ctx;
+	Shoal__V1__DeleteRequest *sub = sh_arena_alloc(a, sizeof(*sub));
+	Shoal__V1__PointRefs *sr = sh_arena_alloc(a, sizeof(*sr));
+	Shoal__V1__PointRef **pr = sh_arena_alloc(a, n * sizeof(*pr));
+	if (!sub || !sr || !pr)
+		return false;
+	shoal__v1__delete_request__init(sub);
+	shoal__v1__point_refs__init(sr);
+	for (size_t i = 0; i < n; i++)
+		pr[i] = d->ids->refs[items[i]];
+	sr->refs = pr;
+	sr->n_refs = n;
+	sub->collection = d->collection;
+	sub->selector_case = SHOAL__V1__DELETE_REQUEST__SELECTOR_IDS;
+	sub->ids = sr;
+	c->rq.op_case = SHOAL__V1__REQUEST__OP_DELETE;
+	c->rq.delete_ = sub;
+	return true;
 }
 
-static void defer_calls(sh_arena *a, struct call *calls, size_t n)
-{
-	/* Keep the responses alive until the arena is freed: move them into
-	 * a block whose first element records the count. */
-	struct call *keep = calloc(n + 1, sizeof(*keep));
-	if (!keep) {
-		calls_free(calls, n);
-		free(calls);
-		a->oom = true;
-		return;
-	}
-	keep[0].node = (int)n;
-	memcpy(keep + 1, calls, n * sizeof(*calls));
-	free(calls);
-	sh_arena_defer(a, free_calls, keep);
-}
-
-/* Fans one request out to every node that owns a slot (reads) and keeps
- * the answers until the arena is freed. Returns the calls and their
- * count. */
-static struct call *to_owners(sh_router *r, const Shoal__V1__Request *rq,
-			      sh_arena *a, size_t *n, bool all, bool write)
-{
-	int idx[SH_MAP_MAX_NODES];
-	*n = all ? router_all_nodes(r, idx) : router_owning_nodes(r, idx);
-	/* keep[0] records the count for free_calls; the calls follow */
-	struct call *keep = calloc(*n + 1, sizeof(*keep));
-	if (!keep) {
-		a->oom = true;
-		return NULL;
-	}
-	keep[0].node = (int)*n;
-	struct call *calls = keep + 1;
-	for (size_t i = 0; i < *n; i++) {
-		call_init(&calls[i], idx[i], rq);
-		calls[i].rq.op_case = rq->op_case;
-		/* the op union: every member is a pointer at one place */
-		calls[i].rq.search = rq->search;
-	}
-	fanout(r, calls, *n, (int)rq->timeout_ms, write);
-	sh_arena_defer(a, free_calls, keep);
-	return a->oom ? NULL : calls;
-}
+static int delete_by_filter(sh_router *r, const Shoal__V1__Request *rq,
+			    Shoal__V1__Response *rs, sh_arena *a, char *err,
+			    size_t errlen);
 
 int rop_delete(sh_router *r, const Shoal__V1__Request *rq,
 	       Shoal__V1__Response *rs, sh_arena *a, char *err, size_t errlen)
 {
 	const Shoal__V1__DeleteRequest *d = rq->delete_;
-	if (d->selector_case == SHOAL__V1__DELETE_REQUEST__SELECTOR_FILTER) {
-		size_t n;
-		struct call *calls = to_owners(r, rq, a, &n, false, true);
-		if (!calls)
-			return SH_ENOMEM;
-		int rc = calls_error(r, calls, n, NULL, err, errlen);
-		Shoal__V1__WriteResult *w = sh_arena_alloc(a, sizeof(*w));
-		if (!w)
-			return SH_ENOMEM;
-		shoal__v1__write_result__init(w);
-		size_t total = 0;
-		for (size_t i = 0; i < n; i++)
-			if (!calls[i].rc && !calls[i].resp->code &&
-			    calls[i].resp->delete_)
-				total += calls[i].resp->delete_->n_statuses;
-		w->statuses = sh_arena_alloc(a, (total ? total : 1) *
-						    sizeof(*w->statuses));
-		if (!w->statuses)
-			return SH_ENOMEM;
-		for (size_t i = 0; i < n; i++) {
-			if (calls[i].rc || calls[i].resp->code ||
-			    !calls[i].resp->delete_)
-				continue;
-			Shoal__V1__WriteResult *nw = calls[i].resp->delete_;
-			for (size_t j = 0; j < nw->n_statuses; j++)
-				w->statuses[w->n_statuses++] = nw->statuses[j];
-			w->applied += nw->applied;
-			w->ignored += nw->ignored;
-		}
-		rs->result_case = SHOAL__V1__RESPONSE__RESULT_DELETE;
-		rs->delete_ = w;
-		return rc;
-	}
+	if (d->selector_case == SHOAL__V1__DELETE_REQUEST__SELECTOR_FILTER)
+		return delete_by_filter(r, rq, rs, a, err, errlen);
 	const Shoal__V1__PointRefs *refs = d->ids;
 	size_t n = refs->n_refs;
 	Shoal__V1__PointId **ids =
@@ -277,40 +187,11 @@ int rop_delete(sh_router *r, const Shoal__V1__Request *rq,
 		return SH_ENOMEM;
 	for (size_t i = 0; i < n; i++)
 		ids[i] = refs->refs[i]->id;
-	struct group *g = NULL;
-	size_t ng = split(r, ids, n, a, &g);
-	if (a->oom)
+	struct routed rt;
+	if (route_items(r, rq, ids, n, true, delete_sub, (void *)d, a, &rt))
 		return SH_ENOMEM;
-	struct call *calls = calloc(ng ? ng : 1, sizeof(*calls));
-	if (!calls)
-		return SH_ENOMEM;
-	for (size_t k = 0; k < ng; k++) {
-		Shoal__V1__DeleteRequest *sub = sh_arena_alloc(a, sizeof(*sub));
-		Shoal__V1__PointRefs *sr = sh_arena_alloc(a, sizeof(*sr));
-		Shoal__V1__PointRef **pr =
-		    sh_arena_alloc(a, g[k].n * sizeof(*pr));
-		if (!sub || !sr || !pr) {
-			free(calls);
-			return SH_ENOMEM;
-		}
-		shoal__v1__delete_request__init(sub);
-		shoal__v1__point_refs__init(sr);
-		for (size_t i = 0; i < g[k].n; i++)
-			pr[i] = refs->refs[g[k].pos[i]];
-		sr->refs = pr;
-		sr->n_refs = g[k].n;
-		sub->collection = d->collection;
-		sub->selector_case = SHOAL__V1__DELETE_REQUEST__SELECTOR_IDS;
-		sub->ids = sr;
-		call_init(&calls[k], g[k].node, rq);
-		calls[k].rq.op_case = SHOAL__V1__REQUEST__OP_DELETE;
-		calls[k].rq.delete_ = sub;
-	}
-	fanout(r, calls, ng, (int)rq->timeout_ms, true);
 	Shoal__V1__WriteResult *w = NULL;
-	int rc =
-	    merge_statuses(r, calls, g, ng, ids, n, true, a, &w, err, errlen);
-	defer_calls(a, calls, ng);
+	int rc = merge_statuses(r, &rt, ids, n, true, a, &w, err, errlen);
 	if (!w)
 		return rc ? rc : SH_ENOMEM;
 	rs->result_case = SHOAL__V1__RESPONSE__RESULT_DELETE;
@@ -320,72 +201,98 @@ int rop_delete(sh_router *r, const Shoal__V1__Request *rq,
 
 static int id_cmp(const Shoal__V1__PointId *x, const Shoal__V1__PointId *y);
 
+static bool get_sub(void *ctx, struct call *c, const size_t *items, size_t n,
+		    sh_arena *a)
+{
+	const Shoal__V1__GetRequest *gr = ctx;
+	Shoal__V1__GetRequest *sub = sh_arena_alloc(a, sizeof(*sub));
+	Shoal__V1__PointId **ids = sh_arena_alloc(a, n * sizeof(*ids));
+	if (!sub || !ids)
+		return false;
+	*sub = *gr;
+	for (size_t i = 0; i < n; i++)
+		ids[i] = gr->ids[items[i]];
+	sub->ids = ids;
+	sub->n_ids = n;
+	c->rq.op_case = SHOAL__V1__REQUEST__OP_GET;
+	c->rq.get = sub;
+	return true;
+}
+
 int rop_get(sh_router *r, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 	    sh_arena *a, char *err, size_t errlen)
 {
 	const Shoal__V1__GetRequest *gr = rq->get;
-	struct group *g = NULL;
-	size_t ng = split(r, gr->ids, gr->n_ids, a, &g);
-	if (a->oom)
+	struct routed rt;
+	if (route_items(r, rq, gr->ids, gr->n_ids, false, get_sub, (void *)gr,
+			a, &rt))
 		return SH_ENOMEM;
-	struct call *calls = calloc(ng ? ng : 1, sizeof(*calls));
-	if (!calls)
-		return SH_ENOMEM;
-	for (size_t k = 0; k < ng; k++) {
-		Shoal__V1__GetRequest *sub = sh_arena_alloc(a, sizeof(*sub));
-		Shoal__V1__PointId **ids =
-		    sh_arena_alloc(a, g[k].n * sizeof(*ids));
-		if (!sub || !ids) {
-			free(calls);
-			return SH_ENOMEM;
-		}
-		*sub = *gr;
-		for (size_t i = 0; i < g[k].n; i++)
-			ids[i] = gr->ids[g[k].pos[i]];
-		sub->ids = ids;
-		sub->n_ids = g[k].n;
-		call_init(&calls[k], g[k].node, rq);
-		calls[k].rq.op_case = SHOAL__V1__REQUEST__OP_GET;
-		calls[k].rq.get = sub;
+	for (size_t k = 0; k < rt.ng; k++) {
+		int rc = calls_error(r, rt.g[k].c, 1, NULL, err, errlen);
+		if (rc)
+			return rc;
 	}
-	fanout(r, calls, ng, (int)rq->timeout_ms, false);
-	int rc = calls_error(r, calls, ng, NULL, err, errlen);
-	Shoal__V1__GetResult *res = sh_arena_alloc(a, sizeof(*res));
+	if (rt.nleft)
+		return sh_errf(err, errlen, SH_EMOVED,
+			       "%zu ids were refused until the deadline while "
+			       "their slots move (%s); retry",
+			       rt.nleft, rt.left_msg);
 	size_t total = 0;
-	for (size_t k = 0; !rc && k < ng; k++)
-		total += calls[k].resp->get ? calls[k].resp->get->n_points : 0;
+	for (size_t k = 0; k < rt.ng; k++)
+		total +=
+		    rt.g[k].c->resp->get ? rt.g[k].c->resp->get->n_points : 0;
+	Shoal__V1__GetResult *res = sh_arena_alloc(a, sizeof(*res));
 	Shoal__V1__Point **pts =
 	    sh_arena_alloc(a, (total ? total : 1) * sizeof(*pts));
 	/* Each node answers its ids in the order asked, leaving out the
 	 * missing ones: put them back in the request's order. */
 	Shoal__V1__Point **at =
 	    sh_arena_alloc(a, (gr->n_ids ? gr->n_ids : 1) * sizeof(*at));
-	if (res && pts && at && !rc) {
-		memset(at, 0, (gr->n_ids ? gr->n_ids : 1) * sizeof(*at));
-		for (size_t k = 0; k < ng; k++) {
-			const Shoal__V1__GetResult *gk = calls[k].resp->get;
-			size_t j = 0;
-			for (size_t i = 0; gk && i < g[k].n && j < gk->n_points;
-			     i++) {
-				size_t p = g[k].pos[i];
-				if (gk->points[j]->id &&
-				    !id_cmp(gk->points[j]->id, gr->ids[p]))
-					at[p] = gk->points[j++];
-			}
+	if (!res || !pts || !at)
+		return SH_ENOMEM;
+	memset(at, 0, (gr->n_ids ? gr->n_ids : 1) * sizeof(*at));
+	for (size_t k = 0; k < rt.ng; k++) {
+		const Shoal__V1__GetResult *gk = rt.g[k].c->resp->get;
+		size_t j = 0;
+		for (size_t i = 0; gk && i < rt.g[k].n && j < gk->n_points;
+		     i++) {
+			size_t p = rt.g[k].items[i];
+			if (gk->points[j]->id &&
+			    !id_cmp(gk->points[j]->id, gr->ids[p]))
+				at[p] = gk->points[j++];
 		}
-		shoal__v1__get_result__init(res);
-		res->points = pts;
-		for (size_t p = 0; p < gr->n_ids; p++)
-			if (at[p])
-				pts[res->n_points++] = at[p];
-		rs->result_case = SHOAL__V1__RESPONSE__RESULT_GET;
-		rs->get = res;
 	}
-	defer_calls(a, calls, ng);
-	return rc ? rc : (res && pts && at ? SH_OK : SH_ENOMEM);
+	shoal__v1__get_result__init(res);
+	res->points = pts;
+	for (size_t p = 0; p < gr->n_ids; p++)
+		if (at[p])
+			pts[res->n_points++] = at[p];
+	rs->result_case = SHOAL__V1__RESPONSE__RESULT_GET;
+	rs->get = res;
+	return SH_OK;
 }
 
-/* ---- Search ---------------------------------------------------------------
+/* Fans one request out to every node (all: of the map; else those that own
+ * a slot) and keeps the answers until the arena is freed. */
+static struct call *to_owners(sh_router *r, const Shoal__V1__Request *rq,
+			      sh_arena *a, size_t *n, bool all, bool write)
+{
+	int idx[SH_MAP_MAX_NODES];
+	*n = all ? router_all_nodes(r, idx) : router_owning_nodes(r, idx);
+	struct call *calls = route_keep_calls(a, *n);
+	if (!calls)
+		return NULL;
+	for (size_t i = 0; i < *n; i++) {
+		call_init(&calls[i], idx[i], rq);
+		calls[i].rq.op_case = rq->op_case;
+		/* the op union: every member is a pointer at one place */
+		calls[i].rq.search = rq->search;
+	}
+	fanout(r, calls, *n, (int)rq->timeout_ms, write);
+	return a->oom ? NULL : calls;
+}
+
+/* ---- Searches and counts: slots by owner, with exact coverage -------------
  */
 
 static int id_cmp(const Shoal__V1__PointId *x, const Shoal__V1__PointId *y)
@@ -406,126 +313,107 @@ static int hit_cmp(const void *pa, const void *pb)
 	return id_cmp(x->id, y->id);
 }
 
-/* How many of the answering nodes covered each slot (saturating at 2). */
-static uint8_t *coverage_counts(struct call *calls, size_t n, sh_arena *a)
+static bool search_sub(void *ctx, struct call *c, Shoal__V1__SlotSet *only,
+		       sh_arena *a)
 {
-	uint8_t *cnt = sh_arena_alloc(a, SH_SLOTS);
-	if (!cnt)
-		return NULL;
-	memset(cnt, 0, SH_SLOTS);
-	for (size_t i = 0; i < n; i++) {
-		if (calls[i].rc || calls[i].resp->code ||
-		    !calls[i].resp->search || !calls[i].resp->search->covered)
-			continue;
-		const Shoal__V1__SlotSet *cs = calls[i].resp->search->covered;
-		for (size_t j = 0; j < cs->n_ranges; j++)
-			for (uint32_t s = cs->ranges[j]->first;
-			     s <= cs->ranges[j]->last && s < SH_SLOTS; s++)
-				cnt[s] += cnt[s] < 2;
-	}
-	return cnt;
+	const Shoal__V1__SearchRequest *s = ctx;
+	Shoal__V1__SearchRequest *sub = sh_arena_alloc(a, sizeof(*sub));
+	if (!sub)
+		return false;
+	*sub = *s;
+	sub->only_slots = only;
+	c->rq.op_case = SHOAL__V1__REQUEST__OP_SEARCH;
+	c->rq.search = sub;
+	return true;
 }
 
-/* A search's coverage must be exact: a slot two nodes searched could give
- * a point twice, and a slot none searched (while every node answered) is
- * a silent hole; both are errors (nodes whose slots disagree with the map,
- * e.g. mid-move), never a quiet answer. A partial answer (min_coverage)
- * may leave holes, which its covered set shows. */
-static int check_coverage(const uint8_t *cnt, bool whole, char *err,
-			  size_t errlen)
+static const Shoal__V1__SlotSet *search_covered(const Shoal__V1__Response *rs)
 {
-	for (uint32_t s = 0; s < SH_SLOTS; s++) {
-		if (cnt[s] == 1 || (cnt[s] == 0 && !whole))
-			continue;
-		uint32_t e = s;
-		while (e + 1 < SH_SLOTS && cnt[e + 1] == cnt[s])
-			e++;
-		return sh_errf(err, errlen, SH_EIO,
-			       "slots %u-%u were searched by %s: the nodes' "
-			       "slots disagree with the cluster map; retry",
-			       s, e, cnt[s] ? "more than one node" : "no node");
+	return rs->search ? rs->search->covered : NULL;
+}
+
+static bool count_sub(void *ctx, struct call *c, Shoal__V1__SlotSet *only,
+		      sh_arena *a)
+{
+	const Shoal__V1__CountRequest *s = ctx;
+	Shoal__V1__CountRequest *sub = sh_arena_alloc(a, sizeof(*sub));
+	if (!sub)
+		return false;
+	*sub = *s;
+	sub->only_slots = only;
+	c->rq.op_case = SHOAL__V1__REQUEST__OP_COUNT;
+	c->rq.count = sub;
+	return true;
+}
+
+static const Shoal__V1__SlotSet *count_covered(const Shoal__V1__Response *rs)
+{
+	return rs->count ? rs->count->covered : NULL;
+}
+
+/* Whether a slot-routed read may answer: every slot covered exactly once
+ * (each slot is asked of one node at a time, and a node answers only for
+ * slots it was asked), or, when nodes did not answer, enough of them for
+ * min_coverage. Otherwise an error naming what is missing. */
+static int coverage_verdict(sh_router *r, const struct slot_routed *sr,
+			    double min_coverage, bool *partial, char *err,
+			    size_t errlen)
+{
+	char range[32], name[300];
+	*partial = false;
+	if (sr->verdict)
+		return calls_error(r, sr->verdict, 1, NULL, err, errlen);
+	if (route_any(sr->uncovered)) {
+		atomic_fetch_add(&r->searches_failed, 1);
+		return sh_errf(
+		    err, errlen, SH_EIO,
+		    "slots %s were covered by no node before the "
+		    "deadline (a slot move in flight?); retry",
+		    route_range_str(sr->uncovered, range, sizeof(range)));
+	}
+	if (route_any(sr->lost)) {
+		size_t asked = sr->asked ? sr->asked : 1;
+		if (min_coverage <= 0 ||
+		    (double)sr->answered < min_coverage * (double)asked) {
+			atomic_fetch_add(&r->searches_failed, 1);
+			const struct call *c = sr->first_lost;
+			return sh_errf(
+			    err, errlen, c->rc,
+			    "%s did not answer: %s (%zu of %zu nodes "
+			    "answered%s)",
+			    router_node_name(r, c->node, name, sizeof(name)),
+			    c->err, sr->answered, sr->asked,
+			    min_coverage > 0 ? ", below min_coverage" : "");
+		}
+		atomic_fetch_add(&r->searches_partial, 1);
+		*partial = true;
 	}
 	return SH_OK;
-}
-
-/* The set of the slots counted at least once. */
-static Shoal__V1__SlotSet *covered_union(const uint8_t *bits, sh_arena *a)
-{
-	Shoal__V1__SlotSet *set = sh_arena_alloc(a, sizeof(*set));
-	if (!set)
-		return NULL;
-	shoal__v1__slot_set__init(set);
-	size_t runs = 0;
-	for (uint32_t s = 0; s < SH_SLOTS; s++)
-		runs += bits[s] && (s == 0 || !bits[s - 1]);
-	set->ranges = sh_arena_alloc(a, (runs ? runs : 1) * sizeof(void *));
-	if (!set->ranges)
-		return NULL;
-	for (uint32_t s = 0; s < SH_SLOTS; s++) {
-		if (!bits[s])
-			continue;
-		uint32_t e = s;
-		while (e + 1 < SH_SLOTS && bits[e + 1])
-			e++;
-		Shoal__V1__SlotRange *sr = sh_arena_alloc(a, sizeof(*sr));
-		if (!sr)
-			return NULL;
-		shoal__v1__slot_range__init(sr);
-		sr->first = s;
-		sr->last = e;
-		set->ranges[set->n_ranges++] = sr;
-		s = e;
-	}
-	return set;
 }
 
 int rop_search(sh_router *r, const Shoal__V1__Request *rq,
 	       Shoal__V1__Response *rs, sh_arena *a, char *err, size_t errlen)
 {
 	const Shoal__V1__SearchRequest *s = rq->search;
-	size_t n;
-	struct call *calls = to_owners(r, rq, a, &n, false, false);
-	if (!calls)
+	const uint64_t *want = NULL;
+	uint64_t only[SH_SLOTS / 64];
+	if (s->only_slots) { /* a router behind a router */
+		memset(only, 0, sizeof(only));
+		for (size_t i = 0; i < s->only_slots->n_ranges; i++)
+			for (uint32_t x = s->only_slots->ranges[i]->first;
+			     x <= s->only_slots->ranges[i]->last; x++)
+				only[x / 64] |= 1ull << (x % 64);
+		want = only;
+	}
+	struct slot_routed sr;
+	if (route_slots(r, rq, false, want, search_sub, search_covered,
+			(void *)s, a, &sr))
 		return SH_ENOMEM;
-	/* A node's own verdict on the request (unknown collection, wrong
-	 * dimension, bad filter) is the answer; a node that did not answer
-	 * is a matter of coverage. */
-	size_t answered = 0;
-	int first_fail = -1;
-	for (size_t i = 0; i < n; i++) {
-		if (calls[i].rc) {
-			if (first_fail < 0)
-				first_fail = (int)i;
-			continue;
-		}
-		if (calls[i].resp->code)
-			return calls_error(r, &calls[i], 1, NULL, err, errlen);
-		answered++;
-	}
-	if (answered < n) {
-		double need = s->min_coverage;
-		char name[300];
-		if (need <= 0 || (double)answered < need * (double)n) {
-			atomic_fetch_add(&r->searches_failed, 1);
-			return sh_errf(
-			    err, errlen, calls[first_fail].rc,
-			    "%s did not answer: %s (%zu of %zu nodes "
-			    "answered%s)",
-			    router_node_name(r, calls[first_fail].node, name,
-					     sizeof(name)),
-			    calls[first_fail].err, answered, n,
-			    need > 0 ? ", below min_coverage" : "");
-		}
-		atomic_fetch_add(&r->searches_partial, 1);
-	}
-	uint8_t *cnt = coverage_counts(calls, n, a);
-	if (!cnt)
-		return SH_ENOMEM;
-	int crc = check_coverage(cnt, answered == n, err, errlen);
-	if (crc != SH_OK) {
-		atomic_fetch_add(&r->searches_failed, 1);
-		return crc;
-	}
+	bool partial;
+	int rc =
+	    coverage_verdict(r, &sr, s->min_coverage, &partial, err, errlen);
+	if (rc)
+		return rc;
 	Shoal__V1__SearchResult *res = sh_arena_alloc(a, sizeof(*res));
 	size_t nq = s->n_queries, k = s->k ? s->k : 10;
 	if (!res)
@@ -534,30 +422,43 @@ int rop_search(sh_router *r, const Shoal__V1__Request *rq,
 	res->results = sh_arena_alloc(a, (nq ? nq : 1) * sizeof(void *));
 	if (!res->results)
 		return SH_ENOMEM;
+	uint64_t all[SH_SLOTS / 64];
+	memset(all, 0, sizeof(all));
+	for (size_t i = 0; i < sr.nans; i++)
+		for (size_t w = 0; w < SH_SLOTS / 64; w++)
+			all[w] |= sr.ans[i].covered[w];
 	for (size_t q = 0; q < nq; q++) {
 		size_t total = 0;
-		for (size_t i = 0; i < n; i++)
-			if (!calls[i].rc &&
-			    q < calls[i].resp->search->n_results)
-				total +=
-				    calls[i].resp->search->results[q]->n_hits;
+		for (size_t i = 0; i < sr.nans; i++) {
+			const Shoal__V1__SearchResult *ns =
+			    sr.ans[i].c->resp->search;
+			if (ns && q < ns->n_results)
+				total += ns->results[q]->n_hits;
+		}
 		Shoal__V1__QueryHits *qh = sh_arena_alloc(a, sizeof(*qh));
 		Shoal__V1__SearchStats *st = sh_arena_alloc(a, sizeof(*st));
-		Shoal__V1__Hit **all =
-		    sh_arena_alloc(a, (total ? total : 1) * sizeof(*all));
-		if (!qh || !st || !all)
+		Shoal__V1__Hit **hits =
+		    sh_arena_alloc(a, (total ? total : 1) * sizeof(*hits));
+		if (!qh || !st || !hits)
 			return SH_ENOMEM;
 		shoal__v1__query_hits__init(qh);
 		shoal__v1__search_stats__init(st);
 		size_t m = 0;
-		for (size_t i = 0; i < n; i++) {
-			if (calls[i].rc ||
-			    q >= calls[i].resp->search->n_results)
+		for (size_t i = 0; i < sr.nans; i++) {
+			const Shoal__V1__SearchResult *ns =
+			    sr.ans[i].c->resp->search;
+			if (!ns || q >= ns->n_results)
 				continue;
-			Shoal__V1__QueryHits *nq_ =
-			    calls[i].resp->search->results[q];
-			for (size_t h = 0; h < nq_->n_hits; h++)
-				all[m++] = nq_->hits[h];
+			Shoal__V1__QueryHits *nq_ = ns->results[q];
+			/* A hit counts only for a slot this node answered
+			 * for in this request: nothing twice, nothing from a
+			 * copy. */
+			for (size_t h = 0; h < nq_->n_hits; h++) {
+				uint16_t sl = route_slot_of(nq_->hits[h]->id);
+				if ((sr.ans[i].covered[sl / 64] >> (sl % 64)) &
+				    1)
+					hits[m++] = nq_->hits[h];
+			}
 			if (nq_->stats) {
 				if (st->plan ==
 				    SHOAL__V1__PLAN__PLAN_UNSPECIFIED)
@@ -569,51 +470,165 @@ int rop_search(sh_router *r, const Shoal__V1__Request *rq,
 				    nq_->stats->unindexed_filter;
 			}
 		}
-		qsort(all, m, sizeof(*all), hit_cmp);
-		qh->hits = all;
+		qsort(hits, m, sizeof(*hits), hit_cmp);
+		qh->hits = hits;
 		qh->n_hits = m < k ? m : k;
 		qh->stats = st;
 		res->results[res->n_results++] = qh;
 	}
-	res->covered = covered_union(cnt, a);
+	res->covered = route_slot_set(all, a);
 	if (!res->covered)
 		return SH_ENOMEM;
-	res->nodes_answered = (uint32_t)answered;
-	res->nodes_asked = (uint32_t)n;
+	res->nodes_answered = (uint32_t)sr.answered;
+	res->nodes_asked = (uint32_t)sr.asked;
+	(void)partial;
 	rs->result_case = SHOAL__V1__RESPONSE__RESULT_SEARCH;
 	rs->search = res;
 	return SH_OK;
 }
 
-/* ---- Scroll, count, stats, collections ------------------------------------
+int rop_count(sh_router *r, const Shoal__V1__Request *rq,
+	      Shoal__V1__Response *rs, sh_arena *a, char *err, size_t errlen)
+{
+	struct slot_routed sr;
+	if (route_slots(r, rq, false, NULL, count_sub, count_covered,
+			(void *)rq->count, a, &sr))
+		return SH_ENOMEM;
+	bool partial;
+	int rc = coverage_verdict(r, &sr, 0, &partial, err, errlen);
+	if (rc)
+		return rc;
+	Shoal__V1__CountResult *res = sh_arena_alloc(a, sizeof(*res));
+	if (!res)
+		return SH_ENOMEM;
+	shoal__v1__count_result__init(res);
+	res->exact = true;
+	uint64_t all[SH_SLOTS / 64];
+	memset(all, 0, sizeof(all));
+	for (size_t i = 0; i < sr.nans; i++) {
+		const Shoal__V1__CountResult *nc = sr.ans[i].c->resp->count;
+		res->count += nc->count;
+		res->exact &= nc->exact;
+		for (size_t w = 0; w < SH_SLOTS / 64; w++)
+			all[w] |= sr.ans[i].covered[w];
+	}
+	res->covered = route_slot_set(all, a);
+	if (!res->covered)
+		return SH_ENOMEM;
+	rs->result_case = SHOAL__V1__RESPONSE__RESULT_COUNT;
+	rs->count = res;
+	return SH_OK;
+}
+
+/* ---- Deletes by filter: every slot by its owner ---------------------------
  */
 
-/* Router scroll cursors: [1][node id u32 BE][the node's cursor]. */
+static bool dbf_sub(void *ctx, struct call *c, Shoal__V1__SlotSet *only,
+		    sh_arena *a)
+{
+	const Shoal__V1__DeleteRequest *d = ctx;
+	Shoal__V1__DeleteRequest *sub = sh_arena_alloc(a, sizeof(*sub));
+	if (!sub)
+		return false;
+	*sub = *d;
+	sub->only_slots = only;
+	c->rq.op_case = SHOAL__V1__REQUEST__OP_DELETE;
+	c->rq.delete_ = sub;
+	return true;
+}
+
+static int delete_by_filter(sh_router *r, const Shoal__V1__Request *rq,
+			    Shoal__V1__Response *rs, sh_arena *a, char *err,
+			    size_t errlen)
+{
+	struct slot_routed sr;
+	if (route_slots(r, rq, true, NULL, dbf_sub, NULL, (void *)rq->delete_,
+			a, &sr))
+		return SH_ENOMEM;
+	int rc = SH_OK;
+	char range[32];
+	if (sr.verdict)
+		rc = calls_error(r, sr.verdict, 1, NULL, err, errlen);
+	else if (sr.first_lost)
+		rc = calls_error(r, sr.first_lost, 1, NULL, err, errlen);
+	else if (route_any(sr.uncovered))
+		rc = sh_errf(
+		    err, errlen, SH_EMOVED,
+		    "slots %s were refused until the deadline while "
+		    "they move; retry (deleting again is harmless)",
+		    route_range_str(sr.uncovered, range, sizeof(range)));
+	Shoal__V1__WriteResult *w = sh_arena_alloc(a, sizeof(*w));
+	if (!w)
+		return SH_ENOMEM;
+	shoal__v1__write_result__init(w);
+	size_t total = 0;
+	for (size_t i = 0; i < sr.nans; i++)
+		if (sr.ans[i].c->resp->delete_)
+			total += sr.ans[i].c->resp->delete_->n_statuses;
+	w->statuses =
+	    sh_arena_alloc(a, (total ? total : 1) * sizeof(*w->statuses));
+	if (!w->statuses)
+		return SH_ENOMEM;
+	for (size_t i = 0; i < sr.nans; i++) {
+		Shoal__V1__WriteResult *nw = sr.ans[i].c->resp->delete_;
+		if (!nw)
+			continue;
+		for (size_t j = 0; j < nw->n_statuses; j++)
+			w->statuses[w->n_statuses++] = nw->statuses[j];
+		w->applied += nw->applied;
+		w->ignored += nw->ignored;
+	}
+	rs->result_case = SHOAL__V1__RESPONSE__RESULT_DELETE;
+	rs->delete_ = w;
+	return rc;
+}
+
+/* ---- Scroll: in slot order, page by page from each slot's owner ----------
+ */
+
+/* Router scroll cursors: [2][slot u16 BE][the owner's cursor]. A node's
+ * cursor starts [1][slot u16 BE] (node_ops.c), so the router knows where
+ * a page stopped and asks that slot's owner for the next, whoever it is
+ * by then: a slot that moved between two pages goes on at its new owner,
+ * from the same point id (ids are in the same order on every node). */
+#define RCURSOR_V 2
+
+static bool scroll_sub(void *ctx, struct call *c, Shoal__V1__SlotSet *only,
+		       sh_arena *a)
+{
+	Shoal__V1__ScrollRequest *sub = ctx; /* prepared by the caller */
+	Shoal__V1__ScrollRequest *copy = sh_arena_alloc(a, sizeof(*copy));
+	if (!copy)
+		return false;
+	*copy = *sub;
+	copy->only_slots = only;
+	c->rq.op_case = SHOAL__V1__REQUEST__OP_SCROLL;
+	c->rq.scroll = copy;
+	return true;
+}
+
 int rop_scroll(sh_router *r, const Shoal__V1__Request *rq,
 	       Shoal__V1__Response *rs, sh_arena *a, char *err, size_t errlen)
 {
 	const Shoal__V1__ScrollRequest *s = rq->scroll;
-	int idx[SH_MAP_MAX_NODES];
-	size_t n = router_owning_nodes(r, idx);
-	size_t at = 0;
+	uint32_t pos = 0; /* the slot the scroll is in */
 	ProtobufCBinaryData ncur = {0, NULL};
 	if (s->cursor.len) {
-		if (s->cursor.len < 5 || s->cursor.data[0] != 1)
+		const uint8_t *b = s->cursor.data;
+		if (s->cursor.len < 3 || b[0] != RCURSOR_V)
 			return sh_errf(err, errlen, SH_EINVAL,
 				       "scroll.cursor: malformed");
-		uint32_t id = (uint32_t)s->cursor.data[1] << 24 |
-			      (uint32_t)s->cursor.data[2] << 16 |
-			      (uint32_t)s->cursor.data[3] << 8 |
-			      s->cursor.data[4];
-		while (at < n && r->nodes[idx[at]].id != id)
-			at++;
-		if (at == n)
+		pos = (uint32_t)b[1] << 8 | b[2];
+		if (pos >= SH_SLOTS)
 			return sh_errf(err, errlen, SH_EINVAL,
-				       "scroll.cursor: node %u is not in the "
-				       "map",
-				       id);
-		ncur.data = s->cursor.data + 5;
-		ncur.len = s->cursor.len - 5;
+				       "scroll.cursor: bad slot");
+		ncur.data = (uint8_t *)b + 3;
+		ncur.len = s->cursor.len - 3;
+		if (ncur.len &&
+		    (ncur.len < 3 || ncur.data[0] != 1 ||
+		     ((uint32_t)ncur.data[1] << 8 | ncur.data[2]) != pos))
+			return sh_errf(err, errlen, SH_EINVAL,
+				       "scroll.cursor: malformed");
 	}
 	size_t limit = s->limit ? s->limit : 100;
 	Shoal__V1__ScrollResult *res = sh_arena_alloc(a, sizeof(*res));
@@ -622,78 +637,80 @@ int rop_scroll(sh_router *r, const Shoal__V1__Request *rq,
 		return SH_ENOMEM;
 	shoal__v1__scroll_result__init(res);
 	res->points = pts;
-	while (at < n && res->n_points < limit) {
-		Shoal__V1__ScrollRequest *sub = sh_arena_alloc(a, sizeof(*sub));
-		struct call *c = calloc(1, sizeof(*c));
-		if (!sub || !c) {
-			free(c);
+	while (pos < SH_SLOTS && res->n_points < limit) {
+		/* The run of slots from pos that one node owns now. */
+		pthread_rwlock_rdlock(&r->lock);
+		uint32_t owner = r->map->owner[pos], end = pos;
+		while (end + 1 < SH_SLOTS && r->map->owner[end + 1] == owner)
+			end++;
+		pthread_rwlock_unlock(&r->lock);
+		uint64_t want[SH_SLOTS / 64];
+		memset(want, 0, sizeof(want));
+		for (uint32_t x = pos; x <= end; x++)
+			want[x / 64] |= 1ull << (x % 64);
+		Shoal__V1__ScrollRequest sub = *s;
+		sub.cursor = ncur;
+		sub.limit = (uint32_t)(limit - res->n_points);
+		struct slot_routed sr;
+		if (route_slots(r, rq, false, want, scroll_sub, NULL, &sub, a,
+				&sr))
 			return SH_ENOMEM;
-		}
-		*sub = *s;
-		sub->cursor = ncur;
-		sub->limit = (uint32_t)(limit - res->n_points);
-		call_init(c, idx[at], rq);
-		c->rq.op_case = SHOAL__V1__REQUEST__OP_SCROLL;
-		c->rq.scroll = sub;
-		fanout(r, c, 1, (int)rq->timeout_ms, false);
-		int rc = calls_error(r, c, 1, NULL, err, errlen);
-		Shoal__V1__ScrollResult *nr = rc ? NULL : c->resp->scroll;
-		defer_calls(a, c, 1);
-		if (rc)
-			return rc;
-		for (size_t i = 0; nr && i < nr->n_points; i++)
+		char range[32];
+		if (sr.verdict)
+			return calls_error(r, sr.verdict, 1, NULL, err, errlen);
+		if (sr.first_lost)
+			return calls_error(r, sr.first_lost, 1, NULL, err,
+					   errlen);
+		if (route_any(sr.uncovered) || sr.nans == 0)
+			return sh_errf(
+			    err, errlen, SH_EMOVED,
+			    "scroll: slots %s were refused until "
+			    "the deadline while they move; retry "
+			    "with the same cursor",
+			    route_range_str(want, range, sizeof(range)));
+		/* A run that moved to several owners meanwhile was asked
+		 * of each in one round: take the first answer, the rest
+		 * comes with the next page (same cursor, same order). */
+		const Shoal__V1__ScrollResult *nr = NULL;
+		for (size_t i = 0; i < sr.nans && !nr; i++)
+			if ((sr.ans[i].covered[pos / 64] >> (pos % 64)) & 1)
+				nr = sr.ans[i].c->resp->scroll;
+		if (!nr)
+			return sh_errf(err, errlen, SH_EIO,
+				       "scroll: no page for slot %u", pos);
+		for (size_t i = 0; i < nr->n_points && res->n_points < limit;
+		     i++)
 			pts[res->n_points++] = nr->points[i];
-		if (nr && nr->next_cursor.len) {
+		if (nr->next_cursor.len >= 3 && nr->next_cursor.data[0] == 1) {
 			ncur = nr->next_cursor;
+			pos = (uint32_t)ncur.data[1] << 8 | ncur.data[2];
 			break;
 		}
-		at++;
+		if (sr.nans > 1)
+			break; /* see above: go on from pos next page */
+		pos = end + 1;
 		ncur.data = NULL;
 		ncur.len = 0;
 	}
-	if (at < n) {
-		uint8_t *b = sh_arena_alloc(a, 5 + ncur.len);
+	if (pos < SH_SLOTS) {
+		uint8_t *b = sh_arena_alloc(a, 3 + ncur.len);
 		if (!b)
 			return SH_ENOMEM;
-		uint32_t id = r->nodes[idx[at]].id;
-		b[0] = 1;
-		b[1] = (uint8_t)(id >> 24);
-		b[2] = (uint8_t)(id >> 16);
-		b[3] = (uint8_t)(id >> 8);
-		b[4] = (uint8_t)id;
+		b[0] = RCURSOR_V;
+		b[1] = (uint8_t)(pos >> 8);
+		b[2] = (uint8_t)pos;
 		if (ncur.len)
-			memcpy(b + 5, ncur.data, ncur.len);
+			memcpy(b + 3, ncur.data, ncur.len);
 		res->next_cursor.data = b;
-		res->next_cursor.len = 5 + ncur.len;
+		res->next_cursor.len = 3 + ncur.len;
 	}
 	rs->result_case = SHOAL__V1__RESPONSE__RESULT_SCROLL;
 	rs->scroll = res;
 	return SH_OK;
 }
 
-int rop_count(sh_router *r, const Shoal__V1__Request *rq,
-	      Shoal__V1__Response *rs, sh_arena *a, char *err, size_t errlen)
-{
-	size_t n;
-	struct call *calls = to_owners(r, rq, a, &n, false, false);
-	if (!calls)
-		return SH_ENOMEM;
-	int rc = calls_error(r, calls, n, NULL, err, errlen);
-	if (rc)
-		return rc;
-	Shoal__V1__CountResult *res = sh_arena_alloc(a, sizeof(*res));
-	if (!res)
-		return SH_ENOMEM;
-	shoal__v1__count_result__init(res);
-	res->exact = true;
-	for (size_t i = 0; i < n; i++) {
-		res->count += calls[i].resp->count->count;
-		res->exact &= calls[i].resp->count->exact;
-	}
-	rs->result_case = SHOAL__V1__RESPONSE__RESULT_COUNT;
-	rs->count = res;
-	return SH_OK;
-}
+/* ---- Stats, collections ---------------------------------------------------
+ */
 
 int rop_stats(sh_router *r, const Shoal__V1__Request *rq,
 	      Shoal__V1__Response *rs, sh_arena *a, char *err, size_t errlen)

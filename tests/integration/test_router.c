@@ -521,10 +521,10 @@ static void set_node_slots(int i, uint64_t epoch, uint32_t node_id,
 	sh_rpc_close(c);
 }
 
-/* A search's coverage is exact or an error: slots no node searched while
- * every node answered, or slots two nodes searched, fail the search with
- * a message naming them; a partial answer (min_coverage) still may leave
- * holes, shown in its covered set. */
+/* A search's coverage is exact or an error: each slot is asked of its
+ * owner in the map only (only_slots), so a node that claims more slots
+ * than the map gives it cannot make a point come back twice; slots no node
+ * covers until the deadline fail the search with a message naming them. */
 static void test_search_coverage_is_exact_or_an_error(void **state)
 {
 	/* node 3's slots in the map */
@@ -544,21 +544,28 @@ static void test_search_coverage_is_exact_or_an_error(void **state)
 	float q[DIM];
 	vec_of(11, q);
 
-	/* node 3 gave up its last 100 slots: a hole */
+	/* node 3 gave up its last 100 slots: a hole, asked again until the
+	 * deadline, then an error naming it */
 	set_node_slots(2, 100, 3, first, last - 100);
 	rs = search(rc_, q, 5, false, NULL, 0);
 	assert_int_equal(rs->code, SH_EIO);
-	assert_non_null(strstr(rs->message, "searched by no node"));
+	assert_non_null(strstr(rs->message, "covered by no node"));
 	char want[64];
 	snprintf(want, sizeof(want), "slots %u-%u", last - 99, last);
 	assert_non_null(strstr(rs->message, want));
 	sh_wire_free_response(rs);
 
-	/* node 3 took every slot: they are searched twice */
+	/* node 3 took every slot: it is still asked only for its own, so
+	 * nothing comes back twice */
 	set_node_slots(2, 101, 3, 0, SH_SLOTS - 1);
-	rs = search(rc_, q, 5, false, NULL, 0);
-	assert_int_equal(rs->code, SH_EIO);
-	assert_non_null(strstr(rs->message, "more than one node"));
+	rs = search(rc_, q, 50, true, NULL, 0);
+	assert_int_equal(rs->code, 0);
+	assert_int_equal(rs->search->covered->n_ranges, 1);
+	assert_int_equal(rs->search->covered->ranges[0]->last, SH_SLOTS - 1);
+	const Shoal__V1__QueryHits *h = rs->search->results[0];
+	for (size_t i = 0; i < h->n_hits; i++)
+		for (size_t j = 0; j < i; j++)
+			assert_true(h->hits[i]->id->num != h->hits[j]->id->num);
 	sh_wire_free_response(rs);
 
 	/* back to its own slots: whole again */
