@@ -1,5 +1,6 @@
 /* shoalctl's pieces: shoalctl.c (options, collections, count), cluster.c
- * (status, nodes, add-node, rebalance; plan.c plans), points.c (import, export,
+ * (status, nodes, add-node), moves.c (rebalance, drain, move-slots,
+ * remove-node, abort, resume; plan.c plans), points.c (import, export,
  * search). */
 #ifndef SH_CTL_H
 #define SH_CTL_H
@@ -32,10 +33,27 @@ shoal_filter *ctl_filter(const char *text);
 void ctl_print_json(cJSON *o);
 double ctl_now(void);
 
+/* One administration call to the router; dies on any error. The response
+ * is the caller's (sh_wire_free_response). */
+#include "shoal.pb-c.h"
+Shoal__V1__Response *ctl_admin_call(Shoal__V1__Request *rq);
+/* The cluster map (with every node's health and points when asked). */
+Shoal__V1__Response *ctl_get_map(bool health);
+const char *ctl_health_name(Shoal__V1__Health h);
+/* The job of slot moves in the map, for status (people). */
+void ctl_print_job_status(bool json);
+/* A job as JSON (the caller owns it). */
+cJSON *ctl_job_json(const Shoal__V1__MoveJob *j);
+
 int ctl_status(int argc, char **argv);
 int ctl_nodes(int argc, char **argv);
 int ctl_add_node(int argc, char **argv);
 int ctl_rebalance(int argc, char **argv);
+int ctl_drain(int argc, char **argv);
+int ctl_move_slots(int argc, char **argv);
+int ctl_remove_node(int argc, char **argv);
+int ctl_abort(int argc, char **argv);
+int ctl_resume(int argc, char **argv);
 int ctl_import(int argc, char **argv);
 int ctl_export(int argc, char **argv);
 int ctl_search(int argc, char **argv);

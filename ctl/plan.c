@@ -20,6 +20,16 @@ int sh_plan_rebalance(const sh_plan_node *nodes, size_t nn,
 		      sh_plan_move **out, size_t *nout, uint64_t *after,
 		      char *err, size_t errlen)
 {
+	return sh_plan_rebalance_weighted(nodes, nn, ranges, nr, NULL, out,
+					  nout, after, err, errlen);
+}
+
+int sh_plan_rebalance_weighted(const sh_plan_node *nodes, size_t nn,
+			       const sh_plan_range *ranges, size_t nr,
+			       const uint64_t *slot_points, sh_plan_move **out,
+			       size_t *nout, uint64_t *after, char *err,
+			       size_t errlen)
+{
 	*out = NULL;
 	*nout = 0;
 	if (nn == 0)
@@ -67,22 +77,29 @@ int sh_plan_rebalance(const sh_plan_node *nodes, size_t nn,
 			goto out;
 		}
 	for (size_t i = 0; i < nn; i++) {
-		total += nodes[i].points;
+		if (!slot_points)
+			total += nodes[i].points;
 		nrecv += !nodes[i].drain;
 	}
+	for (uint32_t s = 0; slot_points && s < SH_PLAN_SLOTS; s++)
+		total += slot_points[s];
 	if (!nrecv) {
 		rc = sh_errf(err, errlen, SH_EINVAL,
 			     "every node is being drained: none would hold "
 			     "the slots");
 		goto out;
 	}
-	/* a slot weighs its owner's points per slot (or 1: slot counts) */
+	/* a slot weighs its own points when they are known, else its
+	 * owner's points per slot (or 1 each: slot counts) */
 	for (size_t i = 0; i < nn; i++) {
 		w[i] = total == 0      ? 1.0
 		       : slots[i] == 0 ? 0.0
 				       : (double)nodes[i].points / slots[i];
-		load[i] = w[i] * slots[i];
+		load[i] = slot_points && total ? 0 : w[i] * slots[i];
 	}
+	bool exact = slot_points && total;
+	for (uint32_t s = 0; exact && s < SH_PLAN_SLOTS; s++)
+		load[owner[s]] += (double)slot_points[s];
 	double sum = 0;
 	for (size_t i = 0; i < nn; i++)
 		sum += load[i];
@@ -103,7 +120,8 @@ int sh_plan_rebalance(const sh_plan_node *nodes, size_t nn,
 				continue;
 			double excess =
 			    nodes[i].drain ? INFINITY : load[i] - target;
-			if (excess > w[i] / 2 && (d == nn || excess > best)) {
+			double half = exact ? 0.5 : w[i] / 2;
+			if (excess > half && (d == nn || excess > best)) {
 				d = i;
 				best = excess;
 			}
@@ -115,7 +133,8 @@ int sh_plan_rebalance(const sh_plan_node *nodes, size_t nn,
 		for (int s = SH_PLAN_SLOTS - 1; s >= 0; s--) {
 			if (owner[s] != (int)d)
 				continue;
-			if (!nodes[d].drain && load[d] - target <= w[d] / 2)
+			double ws = exact ? (double)slot_points[s] : w[d];
+			if (!nodes[d].drain && load[d] - target <= ws / 2)
 				break;
 			size_t r = nn;
 			for (size_t i = 0; i < nn; i++)
@@ -124,26 +143,25 @@ int sh_plan_rebalance(const sh_plan_node *nodes, size_t nn,
 					r = i;
 			if (r == nn)
 				break;
-			if (!nodes[d].drain && target - load[r] < w[d] / 2)
+			if (!nodes[d].drain && target - load[r] < ws / 2)
 				break; /* nobody needs it */
 			owner[s] = (int)r;
-			load[d] -= w[d];
-			load[r] += w[d];
+			load[d] -= ws;
+			load[r] += ws;
 			slots[d]--;
 			sh_plan_move *last = nm ? &mv[nm - 1] : NULL;
 			if (last && last->from == nodes[d].id &&
 			    last->to == nodes[r].id &&
 			    last->first == (uint32_t)s + 1) {
 				last->first = (uint32_t)s;
-				last->points = (uint64_t)llround(
-				    w[d] * (last->last - last->first + 1));
+				last->points += (uint64_t)llround(ws);
 			} else {
 				mv[nm++] = (sh_plan_move){
 				    .first = (uint32_t)s,
 				    .last = (uint32_t)s,
 				    .from = nodes[d].id,
 				    .to = nodes[r].id,
-				    .points = (uint64_t)llround(w[d])};
+				    .points = (uint64_t)llround(ws)};
 			}
 		}
 	}

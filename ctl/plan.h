@@ -4,10 +4,11 @@
  * cluster map and the nodes' point counts and returns moves; moving them
  * is another matter.
  *
- * Points are assumed spread evenly over the slots a node owns (slot =
- * xxh64(id) % 16384, so they are, up to noise), which gives each slot a
- * weight: its owner's points / its owner's slot count. An empty cluster is
- * balanced by slot counts instead. Donors (nodes above the mean, and
+ * Each slot weighs its points: the nodes' per-slot counts when they are
+ * given (sh_plan_rebalance_weighted), else an even spread over the slots a
+ * node owns (slot = xxh64(id) % 16384, so they are, up to noise): its
+ * owner's points / its owner's slot count. An empty cluster is balanced by
+ * slot counts instead. Donors (nodes above the mean, and
  * nodes being drained, which give everything) hand over slots from the
  * top of their ranges down, each to the receiver that is furthest below
  * the mean, until they are within half a slot's weight of it; consecutive
@@ -49,5 +50,14 @@ int sh_plan_rebalance(const sh_plan_node *nodes, size_t nn,
 		      const sh_plan_range *ranges, size_t nr,
 		      sh_plan_move **out, size_t *nout, uint64_t *after,
 		      char *err, size_t errlen);
+
+/* The same with each slot's own points (SH_PLAN_SLOTS entries, from the
+ * nodes' per-slot counts) instead of the even spread: exact when ids do not
+ * spread evenly (few points, skewed ids). slot_points NULL: as above. */
+int sh_plan_rebalance_weighted(const sh_plan_node *nodes, size_t nn,
+			       const sh_plan_range *ranges, size_t nr,
+			       const uint64_t *slot_points, sh_plan_move **out,
+			       size_t *nout, uint64_t *after, char *err,
+			       size_t errlen);
 
 #endif

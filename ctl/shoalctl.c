@@ -1,7 +1,8 @@
 /*
  * shoalctl: the admin CLI of a shoal cluster. Data commands go through the
- * C SDK (libshoal); cluster commands (status, nodes, add-node) speak the
- * router's administration messages. Output for people by default, JSON with
+ * C SDK (libshoal); cluster commands (status, nodes, add-node, the slot
+ * moves) speak the router's administration messages. Output for people by
+ * default, JSON with
  * --json; any error exits non-zero with a message on stderr.
  *
  *   shoalctl [--router URL] [--json] [--timeout MS] COMMAND ...
@@ -65,13 +66,20 @@ static void usage(FILE *f)
 	    "model.\n"
 	    "\n"
 	    "cluster:\n"
-	    "  status                       nodes, health, slots and points\n"
+	    "  status                       nodes, health, slots, points and\n"
+	    "                               the slot moves in flight\n"
 	    "  nodes                        the nodes of the cluster map\n"
 	    "  add-node URL                 add a node (it owns no slot yet)\n"
-	    "  rebalance --dry-run [--drain ID[,ID...]]\n"
-	    "                               the moves that would balance the\n"
-	    "                               nodes' points (moving them is not\n"
-	    "                               built yet)\n"
+	    "  rebalance [--dry-run] [--drain ID[,ID...]]\n"
+	    "                               move slots so that every node\n"
+	    "                               holds about as many points\n"
+	    "  drain NODE [--dry-run]       move every slot off NODE\n"
+	    "  move-slots FIRST[-LAST] --to NODE\n"
+	    "                               move those slots to NODE\n"
+	    "      (the three above: [--max-rate BYTES/S] [--grace-ms MS])\n"
+	    "  remove-node NODE             remove a node that owns no slot\n"
+	    "  abort                        abort the moves in flight\n"
+	    "  resume                       go on with the moves in the map\n"
 	    "collections:\n"
 	    "  collections list\n"
 	    "  collections info NAME\n"
@@ -387,6 +395,16 @@ int main(int argc, char **argv)
 		return ctl_add_node(n, rest);
 	if (!strcmp(cmd, "rebalance"))
 		return ctl_rebalance(n, rest);
+	if (!strcmp(cmd, "drain"))
+		return ctl_drain(n, rest);
+	if (!strcmp(cmd, "move-slots"))
+		return ctl_move_slots(n, rest);
+	if (!strcmp(cmd, "remove-node"))
+		return ctl_remove_node(n, rest);
+	if (!strcmp(cmd, "abort"))
+		return ctl_abort(n, rest);
+	if (!strcmp(cmd, "resume"))
+		return ctl_resume(n, rest);
 	if (!strcmp(cmd, "collections"))
 		return cmd_collections(n, rest);
 	if (!strcmp(cmd, "import"))

@@ -757,6 +757,45 @@ int rop_stats(sh_router *r, const Shoal__V1__Request *rq,
 			y->vacuums += x->vacuums;
 		}
 	}
+	if (rq->stats->with_slot_counts) {
+		/* Each slot as its owner in the map counts it (another node
+		 * may hold a copy mid-move). */
+		uint64_t *cnt = sh_arena_alloc(a, SH_SLOTS * sizeof(*cnt));
+		if (!cnt)
+			return SH_ENOMEM;
+		pthread_rwlock_rdlock(&r->lock);
+		for (size_t i = 0; i < n; i++) {
+			const Shoal__V1__StatsResult *ns = calls[i].resp->stats;
+			uint32_t id = r->nodes[calls[i].node].id;
+			for (size_t j = 0; j < ns->n_slot_counts; j++) {
+				const Shoal__V1__SlotCount *sc =
+				    ns->slot_counts[j];
+				if (sc->slot < SH_SLOTS &&
+				    r->map->owner[sc->slot] == id)
+					cnt[sc->slot] += sc->points;
+			}
+		}
+		pthread_rwlock_unlock(&r->lock);
+		size_t nz = 0;
+		for (uint32_t x = 0; x < SH_SLOTS; x++)
+			nz += cnt[x] != 0;
+		res->slot_counts =
+		    sh_arena_alloc(a, (nz ? nz : 1) * sizeof(void *));
+		if (!res->slot_counts)
+			return SH_ENOMEM;
+		for (uint32_t x = 0; x < SH_SLOTS; x++) {
+			if (!cnt[x])
+				continue;
+			Shoal__V1__SlotCount *sc =
+			    sh_arena_alloc(a, sizeof(*sc));
+			if (!sc)
+				return SH_ENOMEM;
+			shoal__v1__slot_count__init(sc);
+			sc->slot = x;
+			sc->points = cnt[x];
+			res->slot_counts[res->n_slot_counts++] = sc;
+		}
+	}
 	rs->result_case = SHOAL__V1__RESPONSE__RESULT_STATS;
 	rs->stats = res;
 	return SH_OK;
