@@ -107,7 +107,10 @@ int sh_plan_rebalance_weighted(const sh_plan_node *nodes, size_t nn,
 
 	size_t nm = 0;
 	bool *done = calloc(nn, sizeof(*done));
-	if (!done) {
+	bool *moved = calloc(SH_PLAN_SLOTS, sizeof(*moved));
+	if (!done || !moved) {
+		free(done);
+		free(moved);
 		rc = sh_errf(err, errlen, SH_ENOMEM, "out of memory");
 		goto out;
 	}
@@ -130,42 +133,62 @@ int sh_plan_rebalance_weighted(const sh_plan_node *nodes, size_t nn,
 			break;
 		done[d] = true;
 		/* its slots from the top down */
+		size_t prev = nn;
 		for (int s = SH_PLAN_SLOTS - 1; s >= 0; s--) {
-			if (owner[s] != (int)d)
+			/* a slot moves once per plan: a receiver that ends
+			 * above the mean gives back slots of its own */
+			if (owner[s] != (int)d || moved[s])
 				continue;
 			double ws = exact ? (double)slot_points[s] : w[d];
 			if (!nodes[d].drain && load[d] - target <= ws / 2)
 				break;
+			/* The receiver of the slot before, while it still
+			 * needs points (contiguous ranges, few moves), else
+			 * the one furthest below the mean. */
 			size_t r = nn;
-			for (size_t i = 0; i < nn; i++)
-				if (!nodes[i].drain && i != d &&
-				    (r == nn || load[i] < load[r]))
-					r = i;
+			if (prev < nn && target - load[prev] >= ws / 2)
+				r = prev;
+			else
+				for (size_t i = 0; i < nn; i++)
+					if (!nodes[i].drain && i != d &&
+					    (r == nn || load[i] < load[r]))
+						r = i;
 			if (r == nn)
 				break;
 			if (!nodes[d].drain && target - load[r] < ws / 2)
 				break; /* nobody needs it */
 			owner[s] = (int)r;
+			moved[s] = true;
 			load[d] -= ws;
 			load[r] += ws;
 			slots[d]--;
+			prev = r;
 			sh_plan_move *last = nm ? &mv[nm - 1] : NULL;
 			if (last && last->from == nodes[d].id &&
 			    last->to == nodes[r].id &&
 			    last->first == (uint32_t)s + 1) {
 				last->first = (uint32_t)s;
-				last->points += (uint64_t)llround(ws);
 			} else {
 				mv[nm++] = (sh_plan_move){
 				    .first = (uint32_t)s,
 				    .last = (uint32_t)s,
 				    .from = nodes[d].id,
-				    .to = nodes[r].id,
-				    .points = (uint64_t)llround(ws)};
+				    .to = nodes[r].id};
 			}
 		}
 	}
 	free(done);
+	free(moved);
+	/* each move's points: its slots' own, or its source's per slot */
+	for (size_t k = 0; k < nm; k++) {
+		double p = 0;
+		size_t from = 0;
+		while (from < nn && nodes[from].id != mv[k].from)
+			from++;
+		for (uint32_t x = mv[k].first; x <= mv[k].last; x++)
+			p += exact ? (double)slot_points[x] : w[from];
+		mv[k].points = (uint64_t)llround(p);
+	}
 	qsort(mv, nm, sizeof(*mv), cmp_move);
 	if (after)
 		for (size_t i = 0; i < nn; i++)

@@ -207,6 +207,56 @@ static void test_bad_maps_are_refused(void **s)
 	assert_null(m);
 }
 
+/* With the nodes' per-slot counts (skewed: a few slots hold most points),
+ * a drain and a grow balance points within a slot's weight, move each
+ * slot at most once, and do it in few contiguous ranges. */
+static void test_exact_counts_balance_points_in_few_moves(void **s)
+{
+	static uint64_t pts[SH_PLAN_SLOTS];
+	uint64_t total = 0, seed = 7;
+	for (uint32_t x = 0; x < SH_PLAN_SLOTS; x++) {
+		seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+		pts[x] = (seed >> 33) % 20 + (x % 97 == 0 ? 500 : 0);
+		total += pts[x];
+	}
+	sh_plan_range r[4];
+	size_t nr = even_map(r, 4);
+	sh_plan_node n[5] = {{1, 0, false}, {2, 0, true}, {3, 0, false},
+			     {4, 0, false}, {5, 0, false}};
+	for (uint32_t x = 0; x < SH_PLAN_SLOTS; x++)
+		n[x * 4 / SH_PLAN_SLOTS].points += pts[x];
+	sh_plan_move *m;
+	size_t nm;
+	uint64_t after[5];
+	char err[128];
+	assert_int_equal(sh_plan_rebalance_weighted(n, 5, r, nr, pts, &m, &nm,
+						    after, err, sizeof(err)),
+			 SH_OK);
+	static uint32_t owner[SH_PLAN_SLOTS];
+	apply(r, nr, m, nm, owner);
+	uint64_t held[6] = {0}, est = 0;
+	for (uint32_t x = 0; x < SH_PLAN_SLOTS; x++)
+		held[owner[x]] += pts[x];
+	for (size_t k = 0; k < nm; k++)
+		est += m[k].points;
+	assert_int_equal(held[2], 0);
+	assert_int_equal(after[1], 0);
+	double mean = (double)total / 4;
+	for (int i = 1; i <= 5; i++) {
+		if (i == 2)
+			continue;
+		/* within the heaviest slot (~520 points) of the mean */
+		assert_true((double)held[i] > mean - 600 &&
+			    (double)held[i] < mean + 600);
+		assert_int_equal(after[i - 1], held[i]);
+	}
+	/* node 2's 4096 slots and the new node's share, in a handful of
+	 * ranges, not one per slot */
+	assert_true(nm <= 12);
+	assert_true(est > 0);
+	free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -216,6 +266,7 @@ int main(void)
 	    cmocka_unit_test(test_drain_gives_everything),
 	    cmocka_unit_test(test_empty_cluster_balances_slots),
 	    cmocka_unit_test(test_bad_maps_are_refused),
+	    cmocka_unit_test(test_exact_counts_balance_points_in_few_moves),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
