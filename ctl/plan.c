@@ -169,11 +169,10 @@ int sh_plan_rebalance_weighted(const sh_plan_node *nodes, size_t nn,
 			    last->first == (uint32_t)s + 1) {
 				last->first = (uint32_t)s;
 			} else {
-				mv[nm++] = (sh_plan_move){
-				    .first = (uint32_t)s,
-				    .last = (uint32_t)s,
-				    .from = nodes[d].id,
-				    .to = nodes[r].id};
+				mv[nm++] = (sh_plan_move){.first = (uint32_t)s,
+							  .last = (uint32_t)s,
+							  .from = nodes[d].id,
+							  .to = nodes[r].id};
 			}
 		}
 	}

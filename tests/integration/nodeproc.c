@@ -171,6 +171,88 @@ int np_stop(nodeproc *p, int sig)
 	return -1;
 }
 
+/* A TCP port on 127.0.0.1 that was free a moment ago. */
+static int free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	socklen_t len = sizeof(sa);
+	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+	int port = -1;
+	if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+		port = ntohs(sa.sin_port);
+	if (fd >= 0)
+		close(fd);
+	return port;
+}
+
+int np_start_etcd(nodeproc *p, const char *dir)
+{
+	const char *bin = getenv("SHOAL_ETCD_BIN");
+	if (!bin || access(bin, X_OK) != 0)
+		return -1;
+	for (int attempt = 0; attempt < 3; attempt++) {
+		int cport = free_port(), pport = free_port();
+		if (cport < 0 || pport < 0 || cport == pport)
+			continue;
+		memset(p, 0, sizeof(*p));
+		snprintf(p->data_dir, sizeof(p->data_dir), "%s/data", dir);
+		snprintf(p->log, sizeof(p->log), "%s/etcd.log", dir);
+		snprintf(p->url, sizeof(p->url), "http://127.0.0.1:%d", cport);
+		snprintf(p->metrics, sizeof(p->metrics), "%s", p->url);
+		char purl[64], cluster[96];
+		snprintf(purl, sizeof(purl), "http://127.0.0.1:%d", pport);
+		snprintf(cluster, sizeof(cluster), "shoal-test=%s", purl);
+		np_rmrf(p->data_dir);
+		const char *argv[] = {
+		    bin,	  "--name",
+		    "shoal-test", "--data-dir",
+		    p->data_dir,  "--listen-client-urls",
+		    p->url,	  "--advertise-client-urls",
+		    p->url,	  "--listen-peer-urls",
+		    purl,	  "--initial-advertise-peer-urls",
+		    purl,	  "--initial-cluster",
+		    cluster,	  NULL};
+		pid_t parent = getpid();
+		pid_t pid = fork();
+		if (pid < 0)
+			return -1;
+		if (pid == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			if (getppid() != parent)
+				_exit(127);
+			int fd =
+			    open(p->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+			if (fd >= 0) {
+				dup2(fd, 1);
+				dup2(fd, 2);
+				close(fd);
+			}
+			execv(bin, (char *const *)argv);
+			_exit(127);
+		}
+		p->pid = pid;
+		/* Up to 30 s: the first start writes its WAL and elects
+		 * itself. */
+		for (int waited = 0; waited < 30000; waited += 50) {
+			int st;
+			char *body = np_http_get(p, "/health", &st);
+			bool ok = body && strstr(body, "\"health\":\"true\"");
+			free(body);
+			if (ok)
+				return 0;
+			if (waitpid(pid, &st, WNOHANG) == pid) {
+				p->pid = 0;
+				break;
+			}
+			sleep_ms(50);
+		}
+		np_stop(p, SIGKILL);
+	}
+	return -1;
+}
+
 char *np_http_get(const nodeproc *p, const char *path, int *status)
 {
 	unsigned port;

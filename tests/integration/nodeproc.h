@@ -47,6 +47,12 @@ int np_spawn(nodeproc *p, const char *bin_env, const char *name,
  * waitpid reports it, or -1. Safe to call twice. */
 int np_stop(nodeproc *p, int sig);
 
+/* Starts $SHOAL_ETCD_BIN (Debian's etcd) on free 127.0.0.1 client and
+ * peer ports, its data and log in dir, and waits (up to 30 s) until it is
+ * healthy: p->url is its client URL. -1 when there is no etcd or it did
+ * not come up (the caller skips). Stop it with np_stop. */
+int np_start_etcd(nodeproc *p, const char *dir);
+
 /* HTTP GET of path from the node's metrics listener; malloc'd body (with
  * the status line in *status), or NULL. */
 char *np_http_get(const nodeproc *p, const char *path, int *status);

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -43,17 +44,18 @@
 #include "slots.h"
 
 #define DIM 8
-#define NCHURN 6000	  /* ids written again and again */
-#define NSTABLE 300	  /* ids written once, then only probed */
+#define NCHURN 6000	 /* ids written again and again */
+#define NSTABLE 300	 /* ids written once, then only probed */
 #define STABLE0 1000000u /* the first stable id */
 #define NWRITERS 2
 #define COLL "items"
 #define MAXN 5
 
 static char tmp[512];
-static nodeproc nodes[MAXN], router;
-static char node_url[MAXN][512], router_url[512];
+static nodeproc nodes[MAXN], router, router2, etcd;
+static char node_url[MAXN][512], router_url[512], router2_url[512];
 static int nnodes;
+static bool use_etcd;
 
 static void sleep_ms(int ms)
 {
@@ -70,7 +72,8 @@ static double now_s(void)
 
 static void vec_of(uint64_t id, uint64_t version, float *v)
 {
-	uint64_t x = id * 0x9E3779B97F4A7C15ull + version * 0xBF58476D1CE4E5B9ull;
+	uint64_t x =
+	    id * 0x9E3779B97F4A7C15ull + version * 0xBF58476D1CE4E5B9ull;
 	for (int d = 0; d < DIM; d++) {
 		x ^= x >> 31;
 		x *= 0x94D049BB133111EBull;
@@ -84,34 +87,56 @@ static uint16_t slot_of(uint64_t id)
 	return sh_slot_of(&p);
 }
 
-/* ---- Processes -------------------------------------------------------------- */
+/* ---- Processes --------------------------------------------------------------
+ */
 
 static void start_node(int i)
 {
 	char dir[600];
 	snprintf(dir, sizeof(dir), "%s/node%d", tmp, i + 1);
-	const char *extra[] = {"--fsync",  "never", node_url[i][0] ? "--listen" : NULL,
-			       node_url[i], NULL};
+	const char *extra[] = {"--fsync", "never",
+			       node_url[i][0] ? "--listen" : NULL, node_url[i],
+			       NULL};
 	assert_int_equal(np_start(&nodes[i], dir, extra), 0);
 	snprintf(node_url[i], sizeof(node_url[i]), "%s", nodes[i].url);
 }
 
+/* A router (the second one, when which is 2) on its old address when it
+ * had one; in etcd mode with the shared map. */
+static void start_router_n(int which, const char *bootstrap)
+{
+	nodeproc *p = which == 2 ? &router2 : &router;
+	char *url = which == 2 ? router2_url : router_url;
+	char dir[600];
+	snprintf(dir, sizeof(dir), "%s/router%d", tmp, which);
+	const char *args[16];
+	int a = 0;
+	args[a++] = "--listen";
+	args[a++] = url[0] ? url : "tcp://127.0.0.1:0";
+	args[a++] = "--data-dir";
+	args[a++] = dir;
+	args[a++] = "--write-timeout-ms";
+	args[a++] = "5000";
+	if (use_etcd) {
+		args[a++] = "--etcd";
+		args[a++] = etcd.url;
+	}
+	if (bootstrap) {
+		args[a++] = "--nodes";
+		args[a++] = bootstrap;
+	}
+	args[a] = NULL;
+	assert_int_equal(np_spawn(p, "SHOAL_ROUTER_BIN", dir, args), 0);
+	snprintf(url, 512, "%s", p->url);
+}
+
 static void start_router(const char *bootstrap)
 {
-	char dir[600];
-	snprintf(dir, sizeof(dir), "%s/router", tmp);
-	const char *args[] = {"--listen",
-			      router_url[0] ? router_url : "tcp://127.0.0.1:0",
-			      "--data-dir",
-			      dir,
-			      "--write-timeout-ms",
-			      "5000",
-			      bootstrap ? "--nodes" : NULL,
-			      bootstrap,
-			      NULL};
-	assert_int_equal(np_spawn(&router, "SHOAL_ROUTER_BIN", dir, args), 0);
-	snprintf(router_url, sizeof(router_url), "%s", router.url);
+	start_router_n(1, bootstrap);
 }
+
+/* The router shoalctl talks to. */
+static const char *ctl_router = router_url;
 
 /* Runs shoalctl with args (NULL-terminated) against the router; returns
  * its exit status (waits), or with background, 0 and *pid. */
@@ -123,7 +148,7 @@ static int shoalctl(pid_t *bg, const char *first, ...)
 	int a = 0;
 	argv[a++] = bin;
 	argv[a++] = "--router";
-	argv[a++] = router_url;
+	argv[a++] = ctl_router;
 	argv[a++] = "--timeout";
 	argv[a++] = "30000";
 	va_list ap;
@@ -159,15 +184,21 @@ static int shoalctl(pid_t *bg, const char *first, ...)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-/* ---- The router, spoken to directly --------------------------------------- */
+/* ---- The router, spoken to directly ---------------------------------------
+ */
 
-static sh_rpc *dial_router(int timeout_ms)
+static sh_rpc *dial_url(const char *url, int timeout_ms)
 {
 	sh_rpc *c;
 	char err[256];
-	assert_int_equal(
-	    sh_rpc_dial(router_url, timeout_ms, 0, &c, err, sizeof(err)), 0);
+	assert_int_equal(sh_rpc_dial(url, timeout_ms, 0, &c, err, sizeof(err)),
+			 0);
 	return c;
+}
+
+static sh_rpc *dial_router(int timeout_ms)
+{
+	return dial_url(router_url, timeout_ms);
 }
 
 /* One call; NULL when no answer (the caller decides). */
@@ -192,8 +223,8 @@ static Shoal__V1__Response *job_status(sh_rpc *c)
 	return call(c, &rq);
 }
 
-static int job_simple(sh_rpc *c, Shoal__V1__MoveJobAction act,
-		      uint64_t move_id, int from_state, char *msg, size_t cap)
+static int job_simple(sh_rpc *c, Shoal__V1__MoveJobAction act, uint64_t move_id,
+		      int from_state, char *msg, size_t cap)
 {
 	Shoal__V1__MoveJobRequest jr = SHOAL__V1__MOVE_JOB_REQUEST__INIT;
 	jr.action = act;
@@ -287,14 +318,15 @@ static void map_owners(sh_rpc *c, uint32_t *owner)
 	sh_wire_free_response(rs);
 }
 
-/* ---- The workload ----------------------------------------------------------- */
+/* ---- The workload -----------------------------------------------------------
+ */
 
 struct idstate {
-	uint64_t acked;	   /* version of the last acknowledged write, 0 none */
-	bool acked_live;   /* it was an upsert */
-	uint64_t unknown;  /* version of a later write with no clear answer */
+	uint64_t acked;	  /* version of the last acknowledged write, 0 none */
+	bool acked_live;  /* it was an upsert */
+	uint64_t unknown; /* version of a later write with no clear answer */
 	bool unknown_live;
-	uint64_t next;	   /* the next version to write */
+	uint64_t next; /* the next version to write */
 };
 
 static struct idstate ids[NCHURN];
@@ -448,12 +480,13 @@ static void *searcher(void *arg)
 		const Shoal__V1__QueryHits *h = rs->search->results[0];
 		for (size_t i = 0; i < h->n_hits; i++)
 			for (size_t j = 0; j < i; j++)
-				if (h->hits[i]->id->num == h->hits[j]->id->num) {
+				if (h->hits[i]->id->num ==
+				    h->hits[j]->id->num) {
 					atomic_fetch_add(&n_dups, 1);
 					problem("id %llu returned twice by one "
 						"search",
-						(unsigned long long)
-						    h->hits[i]->id->num);
+						(unsigned long long)h->hits[i]
+						    ->id->num);
 				}
 		sh_wire_free_response(rs);
 		sleep_ms(3);
@@ -575,7 +608,8 @@ static void load_stop(void)
 		pthread_join(threads[t], NULL);
 }
 
-/* ---- Checks ------------------------------------------------------------------- */
+/* ---- Checks
+ * ------------------------------------------------------------------- */
 
 /* The final state of every id, read through the router, against the
  * acknowledgements. */
@@ -616,17 +650,16 @@ static void check_final_state(void)
 				p = rs->get->points[j++];
 			if (id >= STABLE0) {
 				if (!p || p->version != 1)
-					fail_msg("stable id %llu (slot %u) is "
-						 "%s",
-						 (unsigned long long)id,
-						 slot_of(id),
-						 p ? "at another version"
-						   : "lost");
+					fail_msg(
+					    "stable id %llu (slot %u) is "
+					    "%s",
+					    (unsigned long long)id, slot_of(id),
+					    p ? "at another version" : "lost");
 				continue;
 			}
 			const struct idstate *s = &ids[id];
-			bool ok_acked = s->acked_live ? p && p->version == s->acked
-						      : !p;
+			bool ok_acked =
+			    s->acked_live ? p && p->version == s->acked : !p;
 			bool ok_unknown =
 			    s->unknown > s->acked &&
 			    (s->unknown_live ? p && p->version == s->unknown
@@ -671,9 +704,9 @@ static void check_nodes(void)
 			continue;
 		sh_rpc *nc;
 		char err[256];
-		assert_int_equal(sh_rpc_dial(node_url[i], 10000, 0, &nc, err,
-					     sizeof(err)),
-				 0);
+		assert_int_equal(
+		    sh_rpc_dial(node_url[i], 10000, 0, &nc, err, sizeof(err)),
+		    0);
 		Shoal__V1__StatsRequest sr = SHOAL__V1__STATS_REQUEST__INIT;
 		sr.with_slot_counts = 1;
 		Shoal__V1__Request rq = SHOAL__V1__REQUEST__INIT;
@@ -704,17 +737,17 @@ static void check_nodes(void)
 
 static void report(const char *what)
 {
-	print_message("%s (%.1f s): writes %llu acknowledged, %llu refused, %llu "
-		      "unknown; searches %llu (%llu failed explicitly); "
-		      "probes %llu (%llu failed explicitly)\n",
-		      what, now_s() - t_start,
-		      (unsigned long long)atomic_load(&n_acked),
-		      (unsigned long long)atomic_load(&n_refused),
-		      (unsigned long long)atomic_load(&n_unknown),
-		      (unsigned long long)atomic_load(&n_search),
-		      (unsigned long long)atomic_load(&n_search_err),
-		      (unsigned long long)atomic_load(&n_probe),
-		      (unsigned long long)atomic_load(&n_probe_err));
+	print_message(
+	    "%s (%.1f s): writes %llu acknowledged, %llu refused, %llu "
+	    "unknown; searches %llu (%llu failed explicitly); "
+	    "probes %llu (%llu failed explicitly)\n",
+	    what, now_s() - t_start, (unsigned long long)atomic_load(&n_acked),
+	    (unsigned long long)atomic_load(&n_refused),
+	    (unsigned long long)atomic_load(&n_unknown),
+	    (unsigned long long)atomic_load(&n_search),
+	    (unsigned long long)atomic_load(&n_search_err),
+	    (unsigned long long)atomic_load(&n_probe),
+	    (unsigned long long)atomic_load(&n_probe_err));
 	if (first_problem[0])
 		fail_msg("%s", first_problem);
 	assert_int_equal(atomic_load(&n_dups), 0);
@@ -725,15 +758,18 @@ static void report(const char *what)
 	assert_true(atomic_load(&n_search) > 20);
 }
 
-/* ---- Fixture ------------------------------------------------------------------ */
+/* ---- Fixture
+ * ------------------------------------------------------------------ */
 
-static int setup(void **state)
+static int start_cluster(void)
 {
-	np_tmpdir(tmp, sizeof(tmp));
 	memset(node_url, 0, sizeof(node_url));
 	memset(router_url, 0, sizeof(router_url));
+	memset(router2_url, 0, sizeof(router2_url));
 	memset(ids, 0, sizeof(ids));
 	first_problem[0] = 0;
+	nlate = 0;
+	ctl_router = router_url;
 	nnodes = 4;
 	for (int i = 0; i < nnodes; i++)
 		start_node(i);
@@ -741,6 +777,8 @@ static int setup(void **state)
 	snprintf(boot, sizeof(boot), "%s,%s,%s", node_url[0], node_url[1],
 		 node_url[2]);
 	start_router(boot);
+	if (use_etcd) /* a second router: the map from etcd */
+		start_router_n(2, NULL);
 	sh_rpc *c = dial_router(30000);
 	assert_int_equal(np_create(c, COLL, DIM, SHOAL__V1__METRIC__L2, NULL),
 			 0);
@@ -760,16 +798,40 @@ static int setup(void **state)
 	return 0;
 }
 
+static int setup(void **state)
+{
+	use_etcd = false;
+	np_tmpdir(tmp, sizeof(tmp));
+	return start_cluster();
+}
+
+static int setup_etcd(void **state)
+{
+	use_etcd = true;
+	np_tmpdir(tmp, sizeof(tmp));
+	char dir[600];
+	snprintf(dir, sizeof(dir), "%s/etcd", tmp);
+	mkdir(dir, 0755);
+	if (np_start_etcd(&etcd, dir) != 0) {
+		print_message("no etcd ($SHOAL_ETCD_BIN): skipped\n");
+		return 0;
+	}
+	return start_cluster();
+}
+
 static int teardown(void **state)
 {
 	np_stop(&router, SIGTERM);
+	np_stop(&router2, SIGTERM);
 	for (int i = 0; i < MAXN; i++)
 		np_stop(&nodes[i], SIGTERM);
+	np_stop(&etcd, SIGTERM);
 	np_rmrf(tmp);
 	return 0;
 }
 
-/* ---- Tests -------------------------------------------------------------------- */
+/* ---- Tests
+ * -------------------------------------------------------------------- */
 
 /* Grow 3 -> 4, drain back to 3 and remove the fourth, abort a move half
  * way, all under load. */
@@ -807,8 +869,8 @@ static void test_grow_drain_abort_under_load(void **state)
 	uint32_t to = from_owner == 1 ? 2 : 1;
 	char to_s[8];
 	snprintf(to_s, sizeof(to_s), "%u", to);
-	shoalctl(&bg, "move-slots", "0-4095", "--to", to_s, "--max-rate",
-		 "20K", NULL);
+	shoalctl(&bg, "move-slots", "0-4095", "--to", to_s, "--max-rate", "20K",
+		 NULL);
 	double t0 = now_s();
 	uint64_t mid;
 	int st;
@@ -934,23 +996,27 @@ static void test_kill_at_every_step(void **state)
 				/* the source copies slowly when it is the
 				 * one killed mid-copy */
 				bool slow =
-				    step == SHOAL__V1__MOVE_STATE__MOVE_COPYING &&
+				    step ==
+					SHOAL__V1__MOVE_STATE__MOVE_COPYING &&
 				    v == V_SOURCE;
 				job_start(c, first, last, from, to,
 					  slow ? 20000 : 100000);
 				uint64_t id;
-				if (step >= SHOAL__V1__MOVE_STATE__MOVE_FENCED) {
+				if (step >=
+				    SHOAL__V1__MOVE_STATE__MOVE_FENCED) {
 					/* copied; then a first write to a
 					 * fresh point, then the fence */
-					advance_to(c,
-						   SHOAL__V1__MOVE_STATE__MOVE_COPYING);
+					advance_to(
+					    c,
+					    SHOAL__V1__MOVE_STATE__MOVE_COPYING);
 					int copy = 0;
 					double t0 = now_s();
-					while (current_move(c, &id, NULL, NULL,
-							    &copy) ==
-						   SHOAL__V1__MOVE_STATE__MOVE_COPYING &&
-					       copy !=
-						   SHOAL__V1__MIGRATE_STATE__MIGRATE_READY) {
+					while (
+					    current_move(c, &id, NULL, NULL,
+							 &copy) ==
+						SHOAL__V1__MOVE_STATE__MOVE_COPYING &&
+					    copy !=
+						SHOAL__V1__MIGRATE_STATE__MIGRATE_READY) {
 						assert_true(now_s() - t0 < 60);
 						sleep_ms(10);
 					}
@@ -969,22 +1035,23 @@ static void test_kill_at_every_step(void **state)
 					      resume ? "resume" : "abort");
 				if (v == V_COORD) {
 					/* a new coordinator: shoalctl */
-					int ex = shoalctl(NULL,
-							  resume ? "resume"
-								 : "abort",
-							  NULL);
+					int ex = shoalctl(
+					    NULL, resume ? "resume" : "abort",
+					    NULL);
 					assert_int_equal(ex, 0);
 				} else if (resume) {
-					advance_to(c,
-						   SHOAL__V1__MOVE_STATE__MOVE_DONE);
+					advance_to(
+					    c,
+					    SHOAL__V1__MOVE_STATE__MOVE_DONE);
 				} else {
 					char msg[512];
 					int rc;
 					double t1 = now_s();
-					while ((rc = job_simple(
-						    c,
-						    SHOAL__V1__MOVE_JOB_ACTION__JOB_ABORT,
-						    0, 0, msg, sizeof(msg)))) {
+					while ((
+					    rc = job_simple(
+						c,
+						SHOAL__V1__MOVE_JOB_ACTION__JOB_ABORT,
+						0, 0, msg, sizeof(msg)))) {
 						print_message("  abort: %s\n",
 							      msg);
 						assert_true(now_s() - t1 < 60);
@@ -1005,6 +1072,101 @@ static void test_kill_at_every_step(void **state)
 	nnodes = 4;
 }
 
+/* The map of a router (its epoch, and each slot's owner). */
+static uint64_t map_of(const char *url, uint32_t *owner)
+{
+	sh_rpc *c = dial_url(url, 10000);
+	Shoal__V1__GetMapRequest gm = SHOAL__V1__GET_MAP_REQUEST__INIT;
+	Shoal__V1__Request rq = SHOAL__V1__REQUEST__INIT;
+	rq.op_case = SHOAL__V1__REQUEST__OP_GET_MAP;
+	rq.get_map = &gm;
+	Shoal__V1__Response *rs = call(c, &rq);
+	assert_non_null(rs);
+	assert_int_equal(rs->code, 0);
+	uint64_t epoch = rs->get_map->epoch;
+	for (size_t i = 0; owner && i < rs->get_map->n_slots; i++)
+		for (uint32_t x = rs->get_map->slots[i]->first;
+		     x <= rs->get_map->slots[i]->last; x++)
+			owner[x] = rs->get_map->slots[i]->node_id;
+	sh_wire_free_response(rs);
+	sh_rpc_close(c);
+	return epoch;
+}
+
+/* etcd mode: two routers share one map. A move run through one is seen
+ * by the other; two rebalances started at once, one through each: one
+ * wins, the other fails with a clear error; a job started through one
+ * router is resumed through the other after the first is killed. */
+static void test_two_routers_share_the_map(void **state)
+{
+	if (!etcd.pid)
+		skip();
+	load_start();
+	/* the writer and searcher use router 1; shoalctl runs on router 2 */
+	ctl_router = router2_url;
+	assert_int_equal(shoalctl(NULL, "move-slots", "0-2047", "--to", "3",
+				  "--grace-ms", "200", NULL),
+			 0);
+	uint32_t o1[SH_SLOTS], o2[SH_SLOTS];
+	double t0 = now_s();
+	while (map_of(router_url, o1) != map_of(router2_url, o2)) {
+		assert_true(now_s() - t0 < 10); /* the watch */
+		sleep_ms(20);
+	}
+	map_of(router_url, o1);
+	assert_int_equal(o1[0], 3);
+	assert_int_equal(o1[2047], 3);
+	assert_memory_equal(o1, o2, sizeof(o1));
+	/* node 4 joins; then two rebalances at once, one per router */
+	assert_int_equal(shoalctl(NULL, "add-node", node_url[3], NULL), 0);
+	pid_t a, b;
+	ctl_router = router_url;
+	shoalctl(&a, "rebalance", "--max-rate", "100K", "--grace-ms", "200",
+		 NULL);
+	ctl_router = router2_url;
+	shoalctl(&b, "rebalance", "--max-rate", "100K", "--grace-ms", "200",
+		 NULL);
+	int sa, sb;
+	waitpid(a, &sa, 0);
+	waitpid(b, &sb, 0);
+	sa = WIFEXITED(sa) ? WEXITSTATUS(sa) : 128;
+	sb = WIFEXITED(sb) ? WEXITSTATUS(sb) : 128;
+	print_message("  two rebalances at once: exit %d and %d\n", sa, sb);
+	assert_true((sa == 0) != (sb == 0));
+	char log[600];
+	snprintf(log, sizeof(log), "%s/shoalctl.log", tmp);
+	FILE *f = fopen(log, "r");
+	assert_non_null(f);
+	static char text[1 << 16];
+	size_t n = fread(text, 1, sizeof(text) - 1, f);
+	text[n] = 0;
+	fclose(f);
+	assert_true(strstr(text, "is in flight") ||
+		    strstr(text, "changed meanwhile"));
+	/* a job started through router 1, whose router dies: router 2
+	 * resumes it */
+	map_of(router_url, o1);
+	uint32_t from = o1[SH_SLOTS - 1], to = from == 1 ? 2 : 1;
+	sh_rpc *c = dial_router(30000);
+	job_start(c, SH_SLOTS - 1024, SH_SLOTS - 1, from, to, 0);
+	advance_to(c, SHOAL__V1__MOVE_STATE__MOVE_COPYING);
+	sh_rpc_close(c);
+	np_stop(&router, SIGKILL);
+	assert_int_equal(shoalctl(NULL, "resume", NULL), 0);
+	start_router(NULL); /* it comes back with the map from etcd */
+	t0 = now_s();
+	while (map_of(router_url, o1) != map_of(router2_url, o2)) {
+		assert_true(now_s() - t0 < 10);
+		sleep_ms(20);
+	}
+	assert_int_equal(o1[SH_SLOTS - 1], to);
+	sleep_ms(200);
+	load_stop();
+	report("two routers");
+	check_final_state();
+	check_nodes();
+}
+
 int main(void)
 {
 	if (!getenv("SHOAL_NODE_BIN") || !getenv("SHOAL_ROUTER_BIN") ||
@@ -1018,6 +1180,8 @@ int main(void)
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_kill_at_every_step, setup,
 					    teardown),
+	    cmocka_unit_test_setup_teardown(test_two_routers_share_the_map,
+					    setup_etcd, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -221,8 +221,11 @@ static void test_exact_counts_balance_points_in_few_moves(void **s)
 	}
 	sh_plan_range r[4];
 	size_t nr = even_map(r, 4);
-	sh_plan_node n[5] = {{1, 0, false}, {2, 0, true}, {3, 0, false},
-			     {4, 0, false}, {5, 0, false}};
+	sh_plan_node n[5] = {{1, 0, false},
+			     {2, 0, true},
+			     {3, 0, false},
+			     {4, 0, false},
+			     {5, 0, false}};
 	for (uint32_t x = 0; x < SH_PLAN_SLOTS; x++)
 		n[x * 4 / SH_PLAN_SLOTS].points += pts[x];
 	sh_plan_move *m;
