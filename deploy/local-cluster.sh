@@ -10,6 +10,7 @@
 #   deploy/local-cluster.sh url [--dir DIR]              print the router URL
 #   deploy/local-cluster.sh embed-url [--dir DIR]        print shoal-embed's URL
 #   deploy/local-cluster.sh kafka-url [--dir DIR]        print the Kafka bootstrap
+#   deploy/local-cluster.sh etcd-url [--dir DIR]         print etcd's client URL
 #
 # `up --kafka [--topic T]` also starts shoal-kafka-mock, a TEST Kafka cluster
 # (librdkafka's in-memory mock brokers: no durability, gone when stopped;
@@ -17,6 +18,12 @@
 # worker that consumes T into the cluster (dead letters to T.dlq). Point a
 # producer at `kafka-url`. For a real Kafka, run shoal-ingest yourself
 # (docs/ingest.md). Once given, --kafka sticks to DIR.
+#
+# `up --etcd` also starts a local etcd (Debian's etcd-server, data in
+# DIR/etcd) and keeps the router's cluster map there instead of in
+# DIR/router/cluster.json, as a cluster of several routers does
+# (docs/rebalancing.md); `etcd-url` prints its client URL. It sticks to DIR
+# too.
 #
 # DIR defaults to ./shoal-cluster. The first `up` picks free ports and
 # writes them to DIR/cluster.env; later `up`s reuse them, so the router's
@@ -30,12 +37,14 @@ shift || true
 dir=./shoal-cluster
 nodes=3
 kafka=0
+etcd=0
 topic=products
 while (($#)); do
   case $1 in
     --nodes) nodes=$2; shift 2 ;;
     --dir) dir=$2; shift 2 ;;
     --kafka) kafka=1; shift ;;
+    --etcd) etcd=1; shift ;;
     --topic) topic=$2; shift 2 ;;
     *) echo "local-cluster: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -114,8 +123,36 @@ cmd_up() {
     read -r -a p <<<"$(free_ports 2)"
     { echo "EMBED_PORT=${p[0]}"; echo "EMBED_METRICS=${p[1]}"; } >>"$env_file"
   fi
+  if ((etcd)) && ! grep -q '^ETCD_PORT=' "$env_file"; then
+    read -r -a p <<<"$(free_ports 2)"
+    { echo "ETCD_PORT=${p[0]}"; echo "ETCD_PEER_PORT=${p[1]}"; } >>"$env_file"
+  fi
   # shellcheck disable=SC1090
   source "$env_file"
+  local etcd_args=()
+  if [[ -n ${ETCD_PORT:-} ]]; then
+    local etcd_bin
+    etcd_bin=$(command -v etcd || true)
+    [[ -x $etcd_bin ]] || die "no etcd (apt-get install etcd-server)"
+    local curl=http://127.0.0.1:$ETCD_PORT purl=http://127.0.0.1:$ETCD_PEER_PORT
+    if ! alive "$dir/etcd.pid"; then
+      setsid "$etcd_bin" --name shoal-local --data-dir "$dir/etcd" \
+        --listen-client-urls "$curl" --advertise-client-urls "$curl" \
+        --listen-peer-urls "$purl" --initial-advertise-peer-urls "$purl" \
+        --initial-cluster "shoal-local=$purl" >>"$dir/etcd.log" 2>&1 </dev/null &
+      echo $! >"$dir/etcd.pid"
+    fi
+    local up=0
+    for _ in $(seq 1 300); do
+      alive "$dir/etcd.pid" || die "etcd exited while starting; see $dir/etcd.log"
+      if /usr/bin/env python3 -c "import sys,urllib.request; sys.exit(0 if b'true' in urllib.request.urlopen('$curl/health', timeout=1).read() else 1)" 2>/dev/null; then
+        up=1; break
+      fi
+      sleep 0.1
+    done
+    ((up)) || die "etcd did not start within 30 s; see $dir/etcd.log"
+    etcd_args=(--etcd "$curl")
+  fi
   local list=""
   for ((i = 1; i <= NODES; i++)); do
     local port_var=NODE${i}_PORT metrics_var=NODE${i}_METRICS
@@ -130,7 +167,7 @@ cmd_up() {
     launch router "$build/router/shoal-router" \
       --listen "tcp://127.0.0.1:$ROUTER_PORT" \
       --metrics "127.0.0.1:$ROUTER_METRICS" --data-dir "$dir/router" \
-      --nodes "$list"
+      --nodes "$list" "${etcd_args[@]}"
   fi
   wait_ready router
   for _ in $(seq 1 100); do
@@ -176,6 +213,7 @@ cmd_up() {
     "(metrics http://127.0.0.1:$ROUTER_METRICS), $NODES nodes," \
     "$(alive "$dir/embed.pid" && echo "shoal-embed tcp://127.0.0.1:$EMBED_PORT," )" \
     "$(alive "$dir/ingest.pid" && echo "Kafka (TEST) $(cmd_kafka_url) topic $KAFKA_TOPIC -> shoal-ingest (metrics http://127.0.0.1:$INGEST_METRICS)," )" \
+    "$(alive "$dir/etcd.pid" && echo "the map in etcd http://127.0.0.1:$ETCD_PORT," )" \
     "data in $dir" >&2
 }
 
@@ -185,6 +223,7 @@ cmd_down() {
   source "$env_file"
   local names=(ingest kafka embed router)
   for ((i = 1; i <= NODES; i++)); do names+=("node$i"); done
+  names+=(etcd)
   for n in "${names[@]}"; do
     alive "$dir/$n.pid" && kill -TERM "$(cat "$dir/$n.pid")" 2>/dev/null || true
   done
@@ -225,6 +264,11 @@ cmd_status() {
     [[ $h == 200 ]] || rc=1
     printf '%-8s %-8s %-26s %s\n' ingest "$pid" "topic $KAFKA_TOPIC" "$h"
   fi
+  if [[ -n ${ETCD_PORT:-} ]]; then
+    pid=$(alive "$dir/etcd.pid" && cat "$dir/etcd.pid" || echo -)
+    [[ $pid != - ]] || rc=1
+    printf '%-8s %-8s %-26s %s\n' etcd "$pid" "http://127.0.0.1:$ETCD_PORT" "(the cluster map)"
+  fi
   for ((i = 1; i <= NODES; i++)); do
     local port_var=NODE${i}_PORT metrics_var=NODE${i}_METRICS
     pid=$(alive "$dir/node$i.pid" && cat "$dir/node$i.pid" || echo -)
@@ -250,6 +294,14 @@ cmd_embed_url() {
   echo "tcp://127.0.0.1:$EMBED_PORT"
 }
 
+cmd_etcd_url() {
+  [[ -f $env_file ]] || die "no cluster in $dir"
+  # shellcheck disable=SC1090
+  source "$env_file"
+  [[ -n ${ETCD_PORT:-} ]] || die "no etcd in $dir (up --etcd)"
+  echo "http://127.0.0.1:$ETCD_PORT"
+}
+
 cmd_kafka_url() {
   [[ -f $dir/kafka.ready ]] && alive "$dir/kafka.pid" || die "no Kafka in $dir"
   sed -n 's/^bootstrap=//p' "$dir/kafka.ready"
@@ -258,9 +310,10 @@ cmd_kafka_url() {
 case $cmd in
   up) cmd_up ;;
   kafka-url) cmd_kafka_url ;;
+  etcd-url) cmd_etcd_url ;;
   embed-url) cmd_embed_url ;;
   down) cmd_down ;;
   status) cmd_status ;;
   url) cmd_url ;;
-  *) echo "usage: $0 up|down|status|url|embed-url|kafka-url [--nodes N] [--dir DIR] [--kafka [--topic T]]" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|url|embed-url|kafka-url|etcd-url [--nodes N] [--dir DIR] [--kafka [--topic T]] [--etcd]" >&2; exit 2 ;;
 esac

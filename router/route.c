@@ -14,6 +14,9 @@
  * of the fence's drain. */
 #define BACKOFF_MIN_MS 2
 #define BACKOFF_MAX_MS 50
+/* A new round starts only with this much of the deadline left: a node
+ * given less would look dead for want of time, not of health. */
+#define MIN_ROUND_MS 20
 
 static void sleep_ms(int ms)
 {
@@ -143,14 +146,18 @@ Shoal__V1__SlotSet *route_slot_set(const uint64_t *bits, sh_arena *a)
 
 /* After a round with refusals: catch the map up with the nodes. A node
  * behind the router was sent its slots by the fan-out already; a node
- * ahead means the router's (shared) map is old. */
-static void catch_up(sh_router *r, bool ahead, int *backoff)
+ * ahead means the router's (shared) map is old. False when too little of
+ * the deadline is left for another round. */
+static bool catch_up(sh_router *r, bool ahead, int *backoff, uint64_t deadline)
 {
 	if (ahead)
 		router_refresh_map(r);
+	if (left_ms(deadline) < *backoff + MIN_ROUND_MS)
+		return false;
 	sleep_ms(*backoff);
 	*backoff =
 	    *backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : *backoff * 2;
+	return true;
 }
 
 /* ---- Items ------------------------------------------------------------------
@@ -256,13 +263,12 @@ int route_items(sh_router *r, const Shoal__V1__Request *rq,
 		np = nnext;
 		if (rc || !np)
 			break;
-		if (sh_now_us() >= deadline) {
+		if (!catch_up(r, ahead, &backoff, deadline)) {
 			out->left = pending;
 			out->nleft = np;
 			break;
 		}
 		atomic_fetch_add(&r->rerouted, np);
-		catch_up(r, ahead, &backoff);
 	}
 	if (out->g && !sh_arena_defer(a, free_groups, out->g)) {
 		out->g = NULL;
@@ -406,13 +412,12 @@ int route_slots(sh_router *r, const Shoal__V1__Request *rq, bool write,
 		}
 		if (!again || !route_any(want))
 			break;
-		if (sh_now_us() >= deadline)
+		if (!catch_up(r, ahead, &backoff, deadline))
 			break;
 		uint32_t left = 0;
 		for (size_t w = 0; w < WORDS; w++)
 			left += (uint32_t)__builtin_popcountll(want[w]);
 		atomic_fetch_add(&r->rerouted, left);
-		catch_up(r, ahead, &backoff);
 	}
 	memcpy(out->uncovered, want, sizeof(want));
 done:
