@@ -721,6 +721,7 @@ void node_migrate_close(sh_node *n)
 
 struct mig_cmd {
 	const Shoal__V1__MigrateRequest *r;
+	uint32_t handed_to; /* HANDOFF: the job's target */
 	uint64_t slots[SH_SLOT_WORDS];
 	uint64_t drop[SH_SLOT_WORDS]; /* out: slots whose copy goes */
 };
@@ -934,6 +935,7 @@ static int apply_handoff(sh_node *n, struct node_slots *s, void *ctx, char *err,
 			 size_t errlen)
 {
 	struct mig_cmd *c = ctx;
+	s->handed_to = c->handed_to;
 	for (size_t i = 0; i < SH_SLOT_WORDS; i++) {
 		if ((c->slots[i] & ~s->fenced[i]) ||
 		    (c->slots[i] && s->fence_move != c->r->move_id))
@@ -964,6 +966,7 @@ static int cmd_handoff(sh_node *n, struct mig_cmd *c, char *err, size_t errlen)
 	if (j && j->move_id == move) {
 		pthread_mutex_lock(&j->mu);
 		drained = j->drained;
+		c->handed_to = j->target_id;
 		pthread_mutex_unlock(&j->mu);
 	}
 	pthread_mutex_unlock(&n->mig_mu);

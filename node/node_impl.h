@@ -59,6 +59,7 @@ struct node_slots {
 	uint32_t node_id;     /* in the cluster map */
 	uint64_t fence_move;  /* the move that fenced / handed slots */
 	uint64_t import_move; /* the move the node imports for */
+	uint32_t handed_to;   /* the node the handed-over slots went to */
 	uint32_t nowned;      /* slots in owned */
 	uint64_t owned[SH_SLOT_WORDS];
 	uint64_t importing[SH_SLOT_WORDS];

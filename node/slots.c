@@ -9,14 +9,15 @@
 
 /* Persisted under node record "slots". Version 2:
  *   [2][epoch u64][node id u32][fence move u64][import move u64]
- *   [owned][importing][fenced][handed]   (SH_SLOTS / 8 bytes each)
+ *   [handed to u32][owned][importing][fenced][handed]   (SH_SLOTS / 8
+ *   bytes each)
  * Version 1 (before moves) is [1][epoch u64][node id u32][owned]. Integers
  * are little-endian. */
 #define SLOTS_V1 1
 #define SLOTS_V2 2
 #define SLOT_BYTES (SH_SLOTS / 8)
 #define SLOTS_V1_LEN (1 + 8 + 4 + SLOT_BYTES)
-#define SLOTS_V2_LEN (1 + 8 + 4 + 8 + 8 + 4 * SLOT_BYTES)
+#define SLOTS_V2_LEN (1 + 8 + 4 + 8 + 8 + 4 + 4 * SLOT_BYTES)
 
 static void put_le(uint8_t *p, uint64_t v, int n)
 {
@@ -85,7 +86,8 @@ int node_slots_load(sh_node *n, char *err, size_t errlen)
 		s->node_id = (uint32_t)get_le(b + 9, 4);
 		s->fence_move = get_le(b + 13, 8);
 		s->import_move = get_le(b + 21, 8);
-		const uint8_t *p = b + 29;
+		s->handed_to = (uint32_t)get_le(b + 29, 4);
+		const uint8_t *p = b + 33;
 		get_bits(s->owned, p);
 		get_bits(s->importing, p + SLOT_BYTES);
 		get_bits(s->fenced, p + 2 * SLOT_BYTES);
@@ -110,7 +112,8 @@ int node_slots_save_locked(sh_node *n, const struct node_slots *s)
 	put_le(rec + 9, s->node_id, 4);
 	put_le(rec + 13, s->fence_move, 8);
 	put_le(rec + 21, s->import_move, 8);
-	uint8_t *p = rec + 29;
+	put_le(rec + 29, s->handed_to, 4);
+	uint8_t *p = rec + 33;
 	put_bits(p, s->owned);
 	put_bits(p + SLOT_BYTES, s->importing);
 	put_bits(p + 2 * SLOT_BYTES, s->fenced);

@@ -303,7 +303,14 @@ static int run_step(sh_router *r, const sh_map *m, const sh_map_move *mv,
 		if (ti < 0)
 			return sh_errf(err, errlen, SH_EINVAL,
 				       "node %u is not in the map", mv->to);
-		if ((rc = migrate(r, mv->from, SHOAL__V1__MIGRATE_ACTION__START,
+		/* The target imports again first: an abort that stopped half
+		 * way (the target let go, the map not yet told) may be
+		 * resumed instead. */
+		if ((rc = migrate(r, mv->to,
+				  SHOAL__V1__MIGRATE_ACTION__PREPARE_IMPORT, mv,
+				  mv->from, NULL, 0, STEP_TIMEOUT_MS, NULL, err,
+				  errlen)) ||
+		    (rc = migrate(r, mv->from, SHOAL__V1__MIGRATE_ACTION__START,
 				  mv, mv->to, m->nodes[ti].address,
 				  m->job.max_bps, STEP_TIMEOUT_MS, NULL, err,
 				  errlen)))

@@ -452,6 +452,12 @@ static void test_move_loses_no_acknowledged_write(void **state)
 	/* the source serves those slots no more, not even for reads */
 	search_all(ca, cut_lo, cut_hi, &inside);
 	assert_false(inside);
+	uint64_t moved_id = 0, ver;
+	while (slot_of(moved_id) > cut_hi)
+		moved_id++;
+	int code;
+	get_one(ca, moved_id, &ver, &code);
+	assert_int_equal(code, SH_EMOVED);
 	/* the switch: epoch 2 */
 	assert_int_equal(set_slots(ca, 2, 1, cut_hi + 1, SH_SLOTS - 1, false),
 			 SH_OK);
