@@ -39,6 +39,7 @@
 #include "fmnist.h"
 #include "node_bench.h"
 #include "peers.h"
+#include "rebalance_bench.h"
 #include "pid.h"
 
 #define MAX_EFS 64
@@ -376,6 +377,10 @@ static void usage(FILE *f)
 "  shoal-bench fmnist --out DIR [--queries 1000]\n"
 "  shoal-bench cluster --data DIR (--router URL | --nodes 1,3,6)\n"
 "                   [--k 10] [--efs ...] [--threads 1,4] [--seconds 3]\n"
+"  shoal-bench rebalance [--points 1000000] [--dim 128] [--nodes 3]\n"
+"                   [--loaders 4] [--searchers 2] [--steady-seconds 10]\n"
+"                   [--max-rate BYTES_PER_S] [--grace-ms 1000] [--k 10]\n"
+"                   [--ef 64] [--fsync always|batch|never] [--keep]\n"
 "  shoal-bench node --base B.fvecs --queries Q.fvecs --gt G.ivecs\n"
 "                   [--node-bin PATH] [--k 10] [--efs 16,32,...]\n"
 "                   [--threads 1,2,4] [--seconds 3] [--nq 1000]\n"
@@ -432,7 +437,12 @@ static void usage(FILE *f)
 "router and shoal-ingest, and measures records/s from a pre-filled topic\n"
 "(with and without the consumer-group join) and freshness (produce ->\n"
 "searchable through the router) at each offered rate. --quick: a smoke\n"
-"test of a few seconds. See bench/ingest_bench.c.\n",
+"test of a few seconds. See bench/ingest_bench.c.\n"
+"\n"
+"rebalance: starts --nodes nodes and a router, loads --points synthetic\n"
+"points, then moves a quarter of the slots onto one more node while\n"
+"searching, and measures the copy rate and the search p99 during the\n"
+"move against steady state. See bench/rebalance_bench.c.\n",
 		f);
 	/* clang-format on */
 }
@@ -1673,6 +1683,8 @@ int main(int argc, char **argv)
 #ifdef SHOAL_BENCH_CLUSTER
 	if (!strcmp(argv[1], "cluster"))
 		return cmd_cluster(argc, argv);
+	if (!strcmp(argv[1], "rebalance"))
+		return cmd_rebalance(argc, argv);
 #endif
 #ifdef SHOAL_BENCH_EMBED
 	if (!strcmp(argv[1], "embed"))
@@ -1686,8 +1698,8 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "fmnist"))
 		return cmd_fmnist(argc, argv);
 #endif
-	errf("unknown command '%s' (hnsw, gen, fmnist, node, cluster, embed "
-	     "or ingest; try --help)",
+	errf("unknown command '%s' (hnsw, gen, fmnist, node, cluster, "
+	     "rebalance, embed or ingest; try --help)",
 	     argv[1]);
 	return 2;
 }

@@ -18,6 +18,7 @@
 
 #include "ctl.h"
 #include "error.h"
+#include "movejob.h"
 #include "plan.h"
 #include "rpc.h"
 #include "slots.h"
@@ -38,10 +39,17 @@ static bool terminal(int s)
 	       s == SHOAL__V1__MOVE_STATE__MOVE_ABORTED;
 }
 
-static void sleep_ms(int ms)
+/* The router, dialled once for the whole command. */
+static sh_rpc *router_rpc(void)
 {
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
+	static sh_rpc *c;
+	if (!c) {
+		char err[512];
+		/* above the deadline of one step (movejob.c) */
+		if (sh_rpc_dial(ctl.router, 130000, 0, &c, err, sizeof(err)))
+			ctl_die("%s", err);
+	}
+	return c;
 }
 
 /* One MoveJob call; the response is the caller's. Unlike ctl_admin_call it
@@ -49,30 +57,8 @@ static void sleep_ms(int ms)
 static Shoal__V1__Response *job_call(Shoal__V1__MoveJobRequest *jr, int *code,
 				     char *msg, size_t cap)
 {
-	Shoal__V1__Request rq = SHOAL__V1__REQUEST__INIT;
-	rq.op_case = SHOAL__V1__REQUEST__OP_MOVE_JOB;
-	rq.move_job = jr;
-	/* A step may wait for a fence's drain or erase a copy. */
-	rq.timeout_ms =
-	    ctl.timeout_ms > 60000 ? (uint32_t)ctl.timeout_ms : 60000;
-	sh_rpc *c;
-	char err[512];
-	if (sh_rpc_dial(ctl.router, (int)rq.timeout_ms + 10000, 0, &c, err,
-			sizeof(err)))
-		ctl_die("%s", err);
 	Shoal__V1__Response *rs = NULL;
-	int rc = sh_rpc_call(c, &rq, &rs, err, sizeof(err));
-	sh_rpc_close(c);
-	if (rc) {
-		*code = rc;
-		snprintf(msg, cap, "cannot reach %.180s: %.280s", ctl.router,
-			 err);
-		return NULL;
-	}
-	*code = (int)rs->code;
-	snprintf(msg, cap, "%s",
-		 rs->message && *rs->message ? rs->message
-					     : sh_strerror((int)rs->code));
+	*code = sh_movejob_call(router_rpc(), jr, 120000, &rs, msg, cap);
 	return rs;
 }
 
@@ -248,160 +234,106 @@ void ctl_print_job_status(bool json)
 /* ---- Running a job ----------------------------------------------------------
  */
 
+struct show {
+	bool tty;
+	uint64_t move;
+	int state;
+};
+
+/* Each step as it is reached; a progress bar while a copy runs. */
+static void show_status(void *ctx, const Shoal__V1__MoveJob *j, size_t cur,
+			int copying)
+{
+	struct show *sh = ctx;
+	if (ctl.json || cur >= j->n_moves)
+		return;
+	const Shoal__V1__Move *mv = j->moves[cur];
+	if (mv->id != sh->move || (int)mv->state != sh->state) {
+		if (sh->tty)
+			fprintf(stderr, "\r\033[K");
+		fprintf(stderr,
+			"move %llu [%zu/%zu] slots %u-%u: node %u -> %u: "
+			"%s\n",
+			(unsigned long long)mv->id, cur + 1, j->n_moves,
+			mv->first, mv->last, mv->from, mv->to,
+			state_name(mv->state));
+		sh->move = mv->id;
+		sh->state = (int)mv->state;
+	}
+	if (copying && sh->tty) {
+		char line[200];
+		progress_line(mv->progress, line, sizeof(line));
+		fprintf(stderr, "\r\033[K  %s", line);
+	}
+}
+
+static void show_failed(void *ctx, const Shoal__V1__Move *m, int code,
+			const char *msg)
+{
+	struct show *sh = ctx;
+	if (sh->tty)
+		fprintf(stderr, "\r\033[K");
+	fprintf(stderr, "shoalctl: move %llu: %s (%s)\n",
+		(unsigned long long)m->id, msg, sh_errname(code));
+}
+
 /* Runs the job in the map (job_id: the one expected, 0 any) until every
- * move is finished or aborted. Returns the exit status: 0 when every move
- * is done, 1 otherwise. A step that keeps failing stops shoalctl with the
- * job left in the map. */
+ * move is finished or aborted (common/serve/movejob.c). Returns the exit
+ * status: 0 when every move is done, 1 otherwise. Five failed steps in a
+ * row stop shoalctl with the job left in the map. */
 static int run_job(uint64_t job_id)
 {
-	bool tty = isatty(STDERR_FILENO) && !ctl.json;
-	int fails = 0;
-	uint64_t shown_move = 0;
-	int shown_state = 0;
-	for (;;) {
-		Shoal__V1__Response *rs = job_status();
-		const Shoal__V1__MoveJob *j = rs->move_job->job;
-		if (!j || (job_id && j->id != job_id)) {
-			sh_wire_free_response(rs);
-			ctl_die("the job is no longer in the map (another "
-				"shoalctl cleared it?)");
-		}
-		job_id = j->id;
-		const Shoal__V1__Move *mv = NULL;
-		size_t idx = 0;
-		for (size_t i = 0; i < j->n_moves && !mv; i++)
-			if (!terminal(j->moves[i]->state)) {
-				mv = j->moves[i];
-				idx = i;
-			}
-		if (!mv) {
-			size_t done = 0;
-			for (size_t i = 0; i < j->n_moves; i++)
-				done += j->moves[i]->state ==
-					SHOAL__V1__MOVE_STATE__MOVE_DONE;
-			if (tty)
-				fprintf(stderr, "\r\033[K");
-			if (ctl.json) {
-				cJSON *o = cJSON_CreateObject();
-				cJSON_AddNumberToObject(
-				    o, "map_epoch",
-				    (double)rs->move_job->map_epoch);
-				cJSON_AddItemToObject(o, "job",
-						      ctl_job_json(j));
-				ctl_print_json(o);
-			} else {
-				printf("job %llu: %zu of %zu moves done%s; map "
-				       "epoch %llu\n",
-				       (unsigned long long)j->id, done,
-				       j->n_moves,
-				       done < j->n_moves ? " (the rest aborted)"
-							 : "",
-				       (unsigned long long)
-					   rs->move_job->map_epoch);
-			}
-			int status = done == j->n_moves ? 0 : 1;
-			sh_wire_free_response(rs);
-			return status;
-		}
-		if (!ctl.json &&
-		    (mv->id != shown_move || (int)mv->state != shown_state)) {
-			if (tty)
-				fprintf(stderr, "\r\033[K");
-			fprintf(stderr,
-				"move %llu [%zu/%zu] slots %u-%u: node "
-				"%u -> %u: %s\n",
-				(unsigned long long)mv->id, idx + 1, j->n_moves,
-				mv->first, mv->last, mv->from, mv->to,
-				state_name(mv->state));
-			shown_move = mv->id;
-			shown_state = (int)mv->state;
-		}
-		bool copying =
-		    mv->state == SHOAL__V1__MOVE_STATE__MOVE_COPYING &&
-		    mv->progress &&
-		    mv->progress->state ==
-			SHOAL__V1__MIGRATE_STATE__MIGRATE_COPYING;
-		if (copying) {
-			if (tty) {
-				char line[200];
-				progress_line(mv->progress, line, sizeof(line));
-				fprintf(stderr, "\r\033[K  %s", line);
-			}
-			sh_wire_free_response(rs);
-			sleep_ms(200);
-			continue;
-		}
-		Shoal__V1__MoveJobRequest jr =
-		    SHOAL__V1__MOVE_JOB_REQUEST__INIT;
-		jr.action = SHOAL__V1__MOVE_JOB_ACTION__JOB_ADVANCE;
-		jr.job_id = j->id;
-		jr.move_id = mv->id;
-		jr.from_state = mv->state;
-		sh_wire_free_response(rs);
-		int code;
-		char msg[512];
-		Shoal__V1__Response *ar =
-		    job_call(&jr, &code, msg, sizeof(msg));
-		sh_wire_free_response(ar);
-		if (code == SH_OK || code == SH_ESTALE) {
-			fails = 0;
-			continue;
-		}
-		if (code == SH_EBUSY) { /* copying, or the grace period */
-			sleep_ms(100);
-			continue;
-		}
-		if (tty)
-			fprintf(stderr, "\r\033[K");
-		fprintf(stderr, "shoalctl: move %llu: %s (%s)\n",
-			(unsigned long long)jr.move_id, msg, sh_errname(code));
-		if (++fails >= 5)
-			ctl_die(
-			    "giving up after %d failed steps; the job stays "
-			    "in the map: fix the cause, then shoalctl "
-			    "resume (or abort)",
-			    fails);
-		sleep_ms(500 * fails);
+	struct show sh = {.tty = isatty(STDERR_FILENO) && !ctl.json};
+	sh_movejob_watch w = {show_status, show_failed, &sh};
+	size_t done, total;
+	char msg[512];
+	int rc = sh_movejob_run(router_rpc(), job_id, 200, 5, &w, &done, &total,
+				msg, sizeof(msg));
+	if (sh.tty)
+		fprintf(stderr, "\r\033[K");
+	if (rc == SH_ENOTFOUND)
+		ctl_die("the job is no longer in the map (another shoalctl "
+			"cleared it?)");
+	if (rc)
+		ctl_die("%s (%s); the job stays in the map: fix the cause, "
+			"then shoalctl resume (or abort)",
+			msg, sh_errname(rc));
+	Shoal__V1__Response *rs = job_status();
+	const Shoal__V1__MoveJob *j = rs->move_job->job;
+	if (ctl.json) {
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddNumberToObject(o, "map_epoch",
+					(double)rs->move_job->map_epoch);
+		if (j)
+			cJSON_AddItemToObject(o, "job", ctl_job_json(j));
+		ctl_print_json(o);
+	} else {
+		printf("job %llu: %zu of %zu moves done%s; map epoch %llu\n",
+		       (unsigned long long)(j ? j->id : job_id), done, total,
+		       done < total ? " (the rest aborted)" : "",
+		       (unsigned long long)rs->move_job->map_epoch);
 	}
+	sh_wire_free_response(rs);
+	return done == total ? 0 : 1;
 }
 
 /* Puts a job of moves in the map and runs it. */
 static int start_job(const char *desc, const sh_plan_move *mv, size_t nm,
 		     uint64_t max_bps, uint32_t grace_ms)
 {
-	Shoal__V1__Move *ms = calloc(nm ? nm : 1, sizeof(*ms));
-	Shoal__V1__Move **mp = calloc(nm ? nm : 1, sizeof(*mp));
-	if (!ms || !mp)
+	sh_movejob_move *ms = calloc(nm ? nm : 1, sizeof(*ms));
+	if (!ms)
 		ctl_die("out of memory");
-	for (size_t i = 0; i < nm; i++) {
-		shoal__v1__move__init(&ms[i]);
-		ms[i].first = mv[i].first;
-		ms[i].last = mv[i].last;
-		ms[i].from = mv[i].from;
-		ms[i].to = mv[i].to;
-		ms[i].points = mv[i].points;
-		mp[i] = &ms[i];
-	}
-	Shoal__V1__MoveJob job = SHOAL__V1__MOVE_JOB__INIT;
-	job.description = (char *)desc;
-	job.moves = mp;
-	job.n_moves = nm;
-	job.max_bytes_per_sec = max_bps;
-	job.grace_ms = grace_ms;
-	Shoal__V1__MoveJobRequest jr = SHOAL__V1__MOVE_JOB_REQUEST__INIT;
-	jr.action = SHOAL__V1__MOVE_JOB_ACTION__JOB_START;
-	jr.job = &job;
-	int code;
+	for (size_t i = 0; i < nm; i++)
+		ms[i] = (sh_movejob_move){mv[i].first, mv[i].last, mv[i].from,
+					  mv[i].to, mv[i].points};
+	uint64_t id;
 	char msg[512];
-	Shoal__V1__Response *rs = job_call(&jr, &code, msg, sizeof(msg));
+	int rc = sh_movejob_start(router_rpc(), desc, ms, nm, max_bps, grace_ms,
+				  &id, msg, sizeof(msg));
 	free(ms);
-	free(mp);
-	if (!rs || code) {
-		sh_wire_free_response(rs);
-		ctl_die("%s: %s (%s)", desc, msg, sh_errname(code));
-	}
-	uint64_t id = rs->move_job->job ? rs->move_job->job->id : 0;
-	sh_wire_free_response(rs);
+	if (rc)
+		ctl_die("%s: %s (%s)", desc, msg, sh_errname(rc));
 	if (!ctl.json)
 		fprintf(stderr, "job %llu (%s): %zu moves\n",
 			(unsigned long long)id, desc, nm);
