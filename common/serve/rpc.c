@@ -3,6 +3,7 @@
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/util/platform.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -75,6 +76,7 @@ struct sh_rpc_op {
 	nng_aio *aio;
 	bool ctx_open;
 	enum { OP_SEND, OP_RECV } state;
+	nng_time expire; /* one deadline for the send and the receive */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	bool done;
@@ -87,9 +89,19 @@ static void op_cb(void *arg)
 	sh_rpc_op *op = arg;
 	int rv = nng_aio_result(op->aio);
 	if (op->state == OP_SEND && rv == 0) {
+		/* The receive gets what is left of the call's deadline, not a
+		 * new one: a send that waited for a connection must not
+		 * stretch the call to twice its timeout. */
+		nng_time now = nng_clock();
 		op->state = OP_RECV;
-		nng_ctx_recv(op->ctx, op->aio);
-		return;
+		if (now >= op->expire) {
+			rv = NNG_ETIMEDOUT;
+		} else {
+			nng_aio_set_timeout(op->aio,
+					    (nng_duration)(op->expire - now));
+			nng_ctx_recv(op->ctx, op->aio);
+			return;
+		}
 	}
 	if (op->state == OP_SEND) /* the message is still ours */
 		nng_msg_free(nng_aio_get_msg(op->aio));
@@ -137,8 +149,9 @@ int sh_rpc_start(sh_rpc *c, const uint8_t *buf, size_t len, int timeout_ms,
 	}
 	if (len)
 		memcpy(nng_msg_body(m), buf, len);
-	nng_aio_set_timeout(op->aio,
-			    timeout_ms > 0 ? timeout_ms : c->timeout_ms);
+	int ms = timeout_ms > 0 ? timeout_ms : c->timeout_ms;
+	op->expire = nng_clock() + (nng_time)ms;
+	nng_aio_set_timeout(op->aio, ms);
 	nng_aio_set_msg(op->aio, m);
 	op->state = OP_SEND;
 	nng_ctx_send(op->ctx, op->aio);
