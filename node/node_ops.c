@@ -393,8 +393,9 @@ int op_upsert(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 	coll_put(e);
 	if (np == 0)
 		return rc;
-	/* Nothing applied (validation, I/O): the request failed whole. */
-	if (rc != SH_OK && st[0] == -1)
+	/* Nothing applied (validation), or nothing stored (the commit
+	 * failed): the request failed whole. */
+	if (rc != SH_OK && (st[0] == -1 || rc == SH_EIO))
 		return sh_errf(
 		    err, errlen, rc, "upsert into %s: %s", r->collection,
 		    rc == SH_EIO ? sh_store_last_error() : sh_strerror(rc));

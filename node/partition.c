@@ -362,8 +362,16 @@ static int end_write(sh_partition *p, int rc, int *st, size_t reached, size_t n,
 		st[j] = rc;
 	int crc = commit(p);
 	pthread_mutex_unlock(&p->wmu);
-	if (crc)
+	if (crc) {
+		/* Nothing of the batch reached the store: no point may be
+		 * reported applied (the memory holds them, but the partition
+		 * now refuses everything until it is reopened from the
+		 * store). Found by jepsen/ (set x disk-full): a full disk
+		 * made the node acknowledge writes it never stored. */
 		rc = crc;
+		for (size_t j = 0; j < n; j++)
+			st[j] = crc;
+	}
 	if (status)
 		memcpy(status, st, n * sizeof(*st));
 	return rc;
