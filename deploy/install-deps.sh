@@ -28,6 +28,9 @@ pkgs=(
   libcmocka-dev clang libclang-rt-14-dev
   # rebalancing: the cluster map in etcd (tests)
   etcd-server
+  # jepsen/: the nemeses' tools (partitions and packet loss, clock jumps,
+  # fsync errors) and namespaces
+  iptables faketime fiu-utils iproute2 util-linux
   # benchmark peers
   libhnswlib-dev libfaiss-dev
 )
