@@ -1091,7 +1091,7 @@ int op_migrate(sh_node *n, const Shoal__V1__Request *rq,
 	struct mig_cmd c;
 	memset(&c, 0, sizeof(c));
 	c.r = rq->migrate;
-	slots_from_set(c.r->slots, c.slots);
+	sh_wire_slots_from_set(c.r->slots, c.slots);
 	int rc = SH_OK;
 	switch (c.r->action) {
 	case SHOAL__V1__MIGRATE_ACTION__PREPARE_IMPORT:

@@ -147,9 +147,7 @@ int node_check_slot(sh_node *n, uint16_t slot, bool write, const char *what,
 /* The same for every slot of `only` (NULL passes). */
 int node_check_slots(sh_node *n, const Shoal__V1__SlotSet *only, bool write,
 		     const char *what, char *err, size_t errlen);
-/* Bitmaps <-> SlotSets, popcount, emptiness. */
-void slots_from_set(const Shoal__V1__SlotSet *set, uint64_t *bits);
-Shoal__V1__SlotSet *slots_to_set(sh_arena *a, const uint64_t *bits);
+/* Popcount and emptiness of slot bitmaps (SlotSets: sh_wire_slots_*). */
 uint32_t slots_count(const uint64_t *bits);
 bool slots_any(const uint64_t *bits);
 

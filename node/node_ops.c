@@ -778,7 +778,7 @@ int op_search(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 	}
 	if (rc)
 		goto out;
-	res->covered = slots_to_set(a, allowed);
+	res->covered = sh_wire_slots_to_set(a, allowed);
 	if (!res->covered) {
 		rc = SH_ENOMEM;
 		goto out;
@@ -985,7 +985,7 @@ int op_count(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 	shoal__v1__count_result__init(res);
 	res->count = cnt;
 	res->exact = true;
-	res->covered = slots_to_set(a, allowed);
+	res->covered = sh_wire_slots_to_set(a, allowed);
 	if (!res->covered) {
 		rc = SH_ENOMEM;
 		goto out;
@@ -1094,7 +1094,7 @@ int op_stats(sh_node *n, const Shoal__V1__Request *rq, Shoal__V1__Response *rs,
 	res->n_collections = sc.n;
 	struct node_slots ns;
 	node_slots_get(n, &ns);
-	res->owned = slots_to_set(a, ns.owned);
+	res->owned = sh_wire_slots_to_set(a, ns.owned);
 	if (rq->stats->with_slot_counts &&
 	    (rc = slot_counts_out(n, rq->stats->collection, res, a)))
 		return rc;

@@ -160,62 +160,12 @@ uint64_t node_epoch_now(sh_node *n)
 	return e;
 }
 
-void slots_from_set(const Shoal__V1__SlotSet *set, uint64_t *bits)
-{
-	memset(bits, 0, SH_SLOT_WORDS * sizeof(uint64_t));
-	for (size_t i = 0; set && i < set->n_ranges; i++) {
-		const Shoal__V1__SlotRange *r = set->ranges[i];
-		for (uint32_t x = r->first; x <= r->last && x < SH_SLOTS; x++)
-			bits[x / 64] |= 1ull << (x % 64);
-	}
-}
-
-Shoal__V1__SlotSet *slots_to_set(sh_arena *a, const uint64_t *bits)
-{
-	Shoal__V1__SlotSet *s = sh_arena_alloc(a, sizeof(*s));
-	if (!s)
-		return NULL;
-	shoal__v1__slot_set__init(s);
-	size_t runs = 0;
-	for (uint32_t i = 0; i < SH_SLOTS; i++)
-		if (slot_bit(bits, i) && (i == 0 || !slot_bit(bits, i - 1)))
-			runs++;
-	s->ranges = runs ? sh_arena_alloc(a, runs * sizeof(*s->ranges)) : NULL;
-	if (runs && !s->ranges)
-		return NULL;
-	for (uint32_t i = 0; i < SH_SLOTS; i++) {
-		if (!slot_bit(bits, i))
-			continue;
-		uint32_t j = i;
-		while (j + 1 < SH_SLOTS && slot_bit(bits, j + 1))
-			j++;
-		Shoal__V1__SlotRange *r = sh_arena_alloc(a, sizeof(*r));
-		if (!r)
-			return NULL;
-		shoal__v1__slot_range__init(r);
-		r->first = i;
-		r->last = j;
-		s->ranges[s->n_ranges++] = r;
-		i = j;
-	}
-	return s;
-}
-
-/* The first slot set in bits, or -1. */
-static int first_slot(const uint64_t *bits)
-{
-	for (size_t i = 0; i < SH_SLOT_WORDS; i++)
-		if (bits[i])
-			return (int)(i * 64) + __builtin_ctzll(bits[i]);
-	return -1;
-}
-
 void node_serving(sh_node *n, const Shoal__V1__SlotSet *only, bool write,
 		  uint64_t *out)
 {
 	uint64_t lim[SH_SLOT_WORDS];
 	if (only)
-		slots_from_set(only, lim);
+		sh_wire_slots_from_set(only, lim);
 	pthread_rwlock_rdlock(&n->slock);
 	const struct node_slots *s = &n->slots;
 	for (size_t i = 0; i < SH_SLOT_WORDS; i++) {
@@ -269,12 +219,12 @@ int node_check_slots(sh_node *n, const Shoal__V1__SlotSet *only, bool write,
 	if (!only)
 		return SH_OK;
 	uint64_t want[SH_SLOT_WORDS], have[SH_SLOT_WORDS];
-	slots_from_set(only, want);
+	sh_wire_slots_from_set(only, want);
 	node_serving(n, NULL, write, have);
 	for (size_t i = 0; i < SH_SLOT_WORDS; i++)
 		want[i] &= ~have[i];
-	int s = first_slot(want);
-	if (s < 0)
+	uint32_t s = sh_wire_slots_next(want, 0, true);
+	if (s >= SH_SLOTS)
 		return SH_OK;
 	pthread_rwlock_rdlock(&n->slock);
 	int rc = refuse(&n->slots, (uint16_t)s, what, 0, err, errlen);
@@ -319,7 +269,7 @@ int op_set_slots(sh_node *n, const Shoal__V1__Request *rq,
 	if (c.r->map_epoch == 0)
 		return sh_errf(err, errlen, SH_EINVAL,
 			       "set_slots.map_epoch: must be > 0");
-	slots_from_set(c.r->owned, c.bits);
+	sh_wire_slots_from_set(c.r->owned, c.bits);
 	/* Under the write gate: the writes and imports in flight finish
 	 * first, under the old ownership. */
 	int rc = node_slots_change(n, apply_set_slots, &c, err, errlen);

@@ -102,46 +102,11 @@ static bool bit(const uint64_t *b, uint32_t s)
 const char *route_range_str(const uint64_t *bits, char *buf, size_t cap)
 {
 	buf[0] = 0;
-	for (uint32_t s = 0; s < SH_SLOTS; s++) {
-		if (!bit(bits, s))
-			continue;
-		uint32_t e = s;
-		while (e + 1 < SH_SLOTS && bit(bits, e + 1))
-			e++;
-		snprintf(buf, cap, "%u-%u", s, e);
-		break;
-	}
+	uint32_t s = sh_wire_slots_next(bits, 0, true);
+	if (s < SH_SLOTS)
+		snprintf(buf, cap, "%u-%u", s,
+			 sh_wire_slots_next(bits, s, false) - 1);
 	return buf;
-}
-
-Shoal__V1__SlotSet *route_slot_set(const uint64_t *bits, sh_arena *a)
-{
-	Shoal__V1__SlotSet *set = sh_arena_alloc(a, sizeof(*set));
-	if (!set)
-		return NULL;
-	shoal__v1__slot_set__init(set);
-	size_t runs = 0;
-	for (uint32_t s = 0; s < SH_SLOTS; s++)
-		runs += bit(bits, s) && (s == 0 || !bit(bits, s - 1));
-	set->ranges = sh_arena_alloc(a, (runs ? runs : 1) * sizeof(void *));
-	if (!set->ranges)
-		return NULL;
-	for (uint32_t s = 0; s < SH_SLOTS; s++) {
-		if (!bit(bits, s))
-			continue;
-		uint32_t e = s;
-		while (e + 1 < SH_SLOTS && bit(bits, e + 1))
-			e++;
-		Shoal__V1__SlotRange *sr = sh_arena_alloc(a, sizeof(*sr));
-		if (!sr)
-			return NULL;
-		shoal__v1__slot_range__init(sr);
-		sr->first = s;
-		sr->last = e;
-		set->ranges[set->n_ranges++] = sr;
-		s = e;
-	}
-	return set;
 }
 
 /* After a round with refusals: catch the map up with the nodes. A node
@@ -345,7 +310,8 @@ int route_slots(sh_router *r, const Shoal__V1__Request *rq, bool write,
 		for (uint32_t j = 0; j < nn; j++) {
 			if (!route_any(ask[j]))
 				continue;
-			Shoal__V1__SlotSet *only = route_slot_set(ask[j], a);
+			Shoal__V1__SlotSet *only =
+			    sh_wire_slots_to_set(a, ask[j]);
 			call_init(&calls[k], (int)j, rq);
 			if (!only || !make(ctx, &calls[k], only, a)) {
 				rc = SH_ENOMEM;

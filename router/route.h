@@ -90,8 +90,6 @@ const char *route_range_str(const uint64_t *bits, char *buf, size_t cap);
 bool route_any(const uint64_t *bits);
 /* The slot of a wire id (validated upstream). */
 uint16_t route_slot_of(const Shoal__V1__PointId *id);
-/* A SlotSet of bits, from a. */
-Shoal__V1__SlotSet *route_slot_set(const uint64_t *bits, sh_arena *a);
 
 /* Keeps the calls' responses until the arena is freed (they hold what the
  * answer points into). */

@@ -75,13 +75,10 @@ size_t router_all_nodes(sh_router *r, int *idx)
 size_t router_owning_nodes(sh_router *r, int *idx)
 {
 	pthread_rwlock_rdlock(&r->lock);
-	bool owns[SH_MAP_MAX_NODES] = {false};
+	bool owns[ROUTER_MAX_CONNS] = {false};
 	for (uint32_t s = 0; s < SH_SLOTS; s++)
-		for (uint32_t i = 0; i < r->nnodes; i++)
-			if (r->nodes[i].id == r->map->owner[s]) {
-				owns[i] = true;
-				break;
-			}
+		if (r->owner_idx[s] >= 0)
+			owns[r->owner_idx[s]] = true;
 	size_t n = 0;
 	for (uint32_t i = 0; i < r->nnodes; i++)
 		if (owns[i])
@@ -92,11 +89,32 @@ size_t router_owning_nodes(sh_router *r, int *idx)
 
 int router_owner_locked(sh_router *r, uint16_t slot)
 {
-	uint32_t id = r->map->owner[slot];
-	for (uint32_t i = 0; i < r->nnodes; i++)
-		if (r->nodes[i].id == id)
-			return (int)i;
-	return -1;
+	return r->owner_idx[slot];
+}
+
+/* Recomputes owner_idx after the map or the connections changed. The
+ * caller holds the write lock. */
+static void reindex_locked(sh_router *r)
+{
+	int16_t by_id[SH_MAP_MAX_NODES + 1];
+	uint32_t ids[SH_MAP_MAX_NODES];
+	uint32_t n = 0;
+	/* map node ids are small and few: a short search per distinct id */
+	for (uint32_t s = 0; s < SH_SLOTS; s++) {
+		uint32_t id = r->map->owner[s];
+		uint32_t k = 0;
+		while (k < n && ids[k] != id)
+			k++;
+		if (k == n) {
+			ids[n] = id;
+			by_id[n] = -1;
+			for (uint32_t i = 0; i < r->nnodes; i++)
+				if (r->nodes[i].id == id)
+					by_id[n] = (int16_t)i;
+			n++;
+		}
+		r->owner_idx[s] = by_id[k];
+	}
 }
 
 int router_node_index(sh_router *r, uint32_t id)
@@ -132,6 +150,7 @@ int router_install_map(sh_router *r, sh_map *m, int64_t version, char *err,
 		r->map_version = version;
 		m = old;
 		rc = connect_nodes_locked(r, err, errlen);
+		reindex_locked(r);
 	}
 	pthread_rwlock_unlock(&r->lock);
 	free(m);
@@ -862,6 +881,7 @@ int sh_router_open(const sh_router_opts *o, sh_router **out, char *err,
 	if (rc == SH_OK) {
 		pthread_rwlock_wrlock(&r->lock);
 		rc = connect_nodes_locked(r, err, errlen);
+		reindex_locked(r);
 		pthread_rwlock_unlock(&r->lock);
 	}
 	if (rc == SH_OK && etcd) {

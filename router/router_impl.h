@@ -45,6 +45,9 @@ struct sh_router {
 	int64_t map_version; /* the store's version of map */
 	struct rnode nodes[ROUTER_MAX_CONNS];
 	uint32_t nnodes;
+	/* The connection index of each slot's owner under map (-1: none),
+	 * kept with it: routing looks a slot up in O(1). */
+	int16_t owner_idx[SH_SLOTS];
 	/* Serialises changes of the map by this router, and the steps of
 	 * slot moves (moves.c). Taken before lock, never while holding it. */
 	pthread_mutex_t admin;

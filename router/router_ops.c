@@ -398,11 +398,7 @@ int rop_search(sh_router *r, const Shoal__V1__Request *rq,
 	const uint64_t *want = NULL;
 	uint64_t only[SH_SLOTS / 64];
 	if (s->only_slots) { /* a router behind a router */
-		memset(only, 0, sizeof(only));
-		for (size_t i = 0; i < s->only_slots->n_ranges; i++)
-			for (uint32_t x = s->only_slots->ranges[i]->first;
-			     x <= s->only_slots->ranges[i]->last; x++)
-				only[x / 64] |= 1ull << (x % 64);
+		sh_wire_slots_from_set(s->only_slots, only);
 		want = only;
 	}
 	struct slot_routed sr;
@@ -476,7 +472,7 @@ int rop_search(sh_router *r, const Shoal__V1__Request *rq,
 		qh->stats = st;
 		res->results[res->n_results++] = qh;
 	}
-	res->covered = route_slot_set(all, a);
+	res->covered = sh_wire_slots_to_set(a, all);
 	if (!res->covered)
 		return SH_ENOMEM;
 	res->nodes_answered = (uint32_t)sr.answered;
@@ -512,7 +508,7 @@ int rop_count(sh_router *r, const Shoal__V1__Request *rq,
 		for (size_t w = 0; w < SH_SLOTS / 64; w++)
 			all[w] |= sr.ans[i].covered[w];
 	}
-	res->covered = route_slot_set(all, a);
+	res->covered = sh_wire_slots_to_set(a, all);
 	if (!res->covered)
 		return SH_ENOMEM;
 	rs->result_case = SHOAL__V1__RESPONSE__RESULT_COUNT;

@@ -1,6 +1,8 @@
 /* Wire helpers: decode, validate, encode. See wire.h. */
 #include "wire.h"
 
+#include "arena.h"
+
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdarg.h>
@@ -1291,4 +1293,68 @@ void sh_wire_free_response(Shoal__V1__Response *resp)
 {
 	if (resp)
 		shoal__v1__response__free_unpacked(resp, NULL);
+}
+
+/* ---- Slot sets ------------------------------------------------------- */
+
+void sh_wire_slots_from_set(const Shoal__V1__SlotSet *set, uint64_t *bits)
+{
+	memset(bits, 0, SH_WIRE_SLOT_WORDS * sizeof(uint64_t));
+	for (size_t i = 0; set && i < set->n_ranges; i++) {
+		uint32_t lo = set->ranges[i]->first, hi = set->ranges[i]->last;
+		if (hi >= SH_SLOTS)
+			hi = SH_SLOTS - 1;
+		for (uint32_t x = lo; x <= hi;) {
+			if (x % 64 == 0 && hi - x >= 63) {
+				bits[x / 64] = ~0ull; /* a whole word */
+				x += 64;
+			} else {
+				bits[x / 64] |= 1ull << (x % 64);
+				x++;
+			}
+		}
+	}
+}
+
+uint32_t sh_wire_slots_next(const uint64_t *bits, uint32_t from, bool set)
+{
+	if (from >= SH_SLOTS)
+		return SH_SLOTS;
+	uint32_t w = from / 64;
+	uint64_t x = (set ? bits[w] : ~bits[w]) & (~0ull << (from % 64));
+	while (!x) {
+		if (++w == SH_WIRE_SLOT_WORDS)
+			return SH_SLOTS;
+		x = set ? bits[w] : ~bits[w];
+	}
+	return w * 64 + (uint32_t)__builtin_ctzll(x);
+}
+
+Shoal__V1__SlotSet *sh_wire_slots_to_set(struct sh_arena *a,
+					 const uint64_t *bits)
+{
+	Shoal__V1__SlotSet *set = sh_arena_alloc(a, sizeof(*set));
+	if (!set)
+		return NULL;
+	shoal__v1__slot_set__init(set);
+	size_t runs = 0;
+	for (uint32_t s = sh_wire_slots_next(bits, 0, true); s < SH_SLOTS;
+	     s = sh_wire_slots_next(bits, sh_wire_slots_next(bits, s, false),
+				    true))
+		runs++;
+	set->ranges = sh_arena_alloc(a, (runs ? runs : 1) * sizeof(void *));
+	if (!set->ranges)
+		return NULL;
+	for (uint32_t s = sh_wire_slots_next(bits, 0, true); s < SH_SLOTS;) {
+		uint32_t end = sh_wire_slots_next(bits, s, false);
+		Shoal__V1__SlotRange *r = sh_arena_alloc(a, sizeof(*r));
+		if (!r)
+			return NULL;
+		shoal__v1__slot_range__init(r);
+		r->first = s;
+		r->last = end - 1;
+		set->ranges[set->n_ranges++] = r;
+		s = sh_wire_slots_next(bits, end, true);
+	}
+	return set;
 }

@@ -242,6 +242,26 @@ int sh_wire_filter_from_sh(const sh_filter *in, Shoal__V1__Filter **out,
 /* Frees a Filter built by sh_wire_filter_from_sh (NULL is a no-op). */
 void sh_wire_filter_free(Shoal__V1__Filter *f);
 
+/* ---- Slot sets --------------------------------------------------------- */
+
+/* Words of a slot bitmap (bit s of word s / 64 is slot s). */
+#define SH_WIRE_SLOT_WORDS (SH_SLOTS / 64)
+
+/* A SlotSet (validated: ascending ranges within 0..SH_SLOTS-1; NULL: none)
+ * as a bitmap of SH_WIRE_SLOT_WORDS words. */
+void sh_wire_slots_from_set(const Shoal__V1__SlotSet *set, uint64_t *bits);
+
+/* A bitmap as a SlotSet of ascending ranges, every object from a; NULL when
+ * out of memory. Word at a time: a few ranges cost a few hundred word
+ * reads, not one test per slot. */
+struct sh_arena;
+Shoal__V1__SlotSet *sh_wire_slots_to_set(struct sh_arena *a,
+					 const uint64_t *bits);
+
+/* The first slot at or after `from` whose bit is `set` in bits, or
+ * SH_SLOTS when there is none. */
+uint32_t sh_wire_slots_next(const uint64_t *bits, uint32_t from, bool set);
+
 /* sh_pid → PointId, without allocating: *out is initialised and its str (for
  * string ids) points into strbuf, which must outlive *out's use (encoding).
  */

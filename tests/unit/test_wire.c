@@ -11,6 +11,7 @@
 
 #include "error.h"
 #include "testutil.h"
+#include "arena.h"
 #include "wire.h"
 #include "wire_samples.h"
 
@@ -848,6 +849,55 @@ static void test_bad_collections_and_slots_are_einval(void **state)
 	sh_wire_free_request(r);
 }
 
+/* Slot bitmaps and SlotSets convert both ways, exactly, whatever the
+ * pattern: empty, full, single slots at the edges, word boundaries,
+ * alternating bits, random runs. */
+static void test_slot_sets_round_trip(void **state)
+{
+	static uint64_t in[SH_WIRE_SLOT_WORDS], out[SH_WIRE_SLOT_WORDS];
+	uint64_t seed = 1;
+	for (int pattern = 0; pattern < 40; pattern++) {
+		memset(in, 0, sizeof(in));
+		if (pattern == 1)
+			memset(in, 0xff, sizeof(in));
+		else if (pattern == 2)
+			in[0] = 1, in[SH_WIRE_SLOT_WORDS - 1] = 1ull << 63;
+		else if (pattern == 3)
+			for (size_t w = 0; w < SH_WIRE_SLOT_WORDS; w++)
+				in[w] = 0x5555555555555555ull;
+		else if (pattern == 4)
+			in[3] = ~0ull, in[4] = 1; /* 192..256 */
+		else if (pattern > 4)
+			for (uint32_t x = 0; x < SH_SLOTS;) {
+				seed = seed * 6364136223846793005ull + 1;
+				uint32_t len = (uint32_t)(seed >> 40) % 300 + 1;
+				bool on = (seed >> 20) & 1;
+				for (uint32_t y = x;
+				     y < x + len && y < SH_SLOTS; y++)
+					if (on)
+						in[y / 64] |= 1ull << (y % 64);
+				x += len;
+			}
+		sh_arena a = {0};
+		Shoal__V1__SlotSet *set = sh_wire_slots_to_set(&a, in);
+		assert_non_null(set);
+		for (size_t i = 0; i < set->n_ranges; i++) {
+			assert_true(set->ranges[i]->first <=
+				    set->ranges[i]->last);
+			if (i)
+				assert_true(set->ranges[i]->first >
+					    set->ranges[i - 1]->last + 1);
+		}
+		sh_wire_slots_from_set(set, out);
+		assert_memory_equal(in, out, sizeof(in));
+		sh_arena_free(&a);
+	}
+	assert_int_equal(sh_wire_slots_next(in, SH_SLOTS, true), SH_SLOTS);
+	memset(in, 0, sizeof(in));
+	assert_int_equal(sh_wire_slots_next(in, 0, true), SH_SLOTS);
+	assert_int_equal(sh_wire_slots_next(in, 5, false), 5);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -871,6 +921,7 @@ int main(void)
 	    cmocka_unit_test(test_batch_sizes_and_k_are_bounded),
 	    cmocka_unit_test(test_allocation_amplification_is_refused),
 	    cmocka_unit_test(test_bad_collections_and_slots_are_einval),
+	    cmocka_unit_test(test_slot_sets_round_trip),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
