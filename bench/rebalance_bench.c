@@ -61,6 +61,7 @@
 #include "bench_util.h"
 #include "error.h"
 #include "proc.h"
+#include "flags.h"
 #include "movejob.h"
 #include "rpc.h"
 #include "slots.h"
@@ -1144,19 +1145,7 @@ out:
  * or 0 ("0": unlimited). Returns 0, or -1 when malformed. */
 static int parse_rate(const char *s, uint64_t *out)
 {
-	char *end;
-	double v = strtod(s, &end);
-	double mul = 1;
-	if (*end == 'k' || *end == 'K')
-		mul = 1024, end++;
-	else if (*end == 'm' || *end == 'M')
-		mul = 1024 * 1024, end++;
-	else if (*end == 'g' || *end == 'G')
-		mul = 1024.0 * 1024 * 1024, end++;
-	if (end == s || *end || !(v >= 0))
-		return -1;
-	*out = (uint64_t)(v * mul);
-	return 0;
+	return sh_parse_size(s, out) == SH_OK ? 0 : -1;
 }
 
 static void usage(void)

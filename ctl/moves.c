@@ -18,6 +18,7 @@
 
 #include "ctl.h"
 #include "error.h"
+#include "flags.h"
 #include "movejob.h"
 #include "plan.h"
 #include "rpc.h"
@@ -79,24 +80,18 @@ static Shoal__V1__Response *job_status(void)
 /* ---- Sizes and rates ------------------------------------------------------
  */
 
+/* --max-rate: a size per second ("50M", "200K", "50MB/s"). */
 static uint64_t parse_rate(const char *s)
 {
-	char *end;
-	double v = strtod(s, &end);
-	double mul = 1;
-	if (*end == 'k' || *end == 'K')
-		mul = 1024, end++;
-	else if (*end == 'm' || *end == 'M')
-		mul = 1024 * 1024, end++;
-	else if (*end == 'g' || *end == 'G')
-		mul = 1024.0 * 1024 * 1024, end++;
-	if (*end == 'B' || *end == 'b')
-		end++;
-	if (!strcmp(end, "/s"))
-		end += 2;
-	if (end == s || *end || !(v > 0))
+	char buf[64];
+	snprintf(buf, sizeof(buf), "%s", s);
+	size_t n = strlen(buf);
+	if (n > 2 && !strcmp(buf + n - 2, "/s"))
+		buf[n - 2] = 0;
+	uint64_t v;
+	if (sh_parse_size(buf, &v) != SH_OK || v == 0)
 		ctl_die("--max-rate %s: bytes per second, e.g. 50M or 200K", s);
-	return (uint64_t)(v * mul);
+	return v;
 }
 
 static const char *human_bytes(double b, char *buf, size_t cap)

@@ -50,6 +50,42 @@ static int keep_str(sh_flags *st, const char *v, const char **out)
 	return SH_OK;
 }
 
+int sh_parse_size(const char *v, uint64_t *out)
+{
+	char *end;
+	errno = 0;
+	if (!v || *v == '-')
+		return SH_EINVAL;
+	unsigned long long x = strtoull(v, &end, 10);
+	if (errno || end == v)
+		return SH_EINVAL;
+	unsigned shift = 0;
+	switch (toupper((unsigned char)*end)) {
+	case 'K':
+		shift = 10;
+		end++;
+		break;
+	case 'M':
+		shift = 20;
+		end++;
+		break;
+	case 'G':
+		shift = 30;
+		end++;
+		break;
+	case 'T':
+		shift = 40;
+		end++;
+		break;
+	}
+	if (*end == 'i' || *end == 'B')
+		end += (*end == 'i' && end[1] == 'B') ? 2 : 1;
+	if (*end || (shift && x > (UINT64_MAX >> shift)))
+		return SH_EINVAL;
+	*out = (uint64_t)x << shift;
+	return SH_OK;
+}
+
 static int parse_bool(const char *v, bool *out)
 {
 	static const char *const t[] = {"true", "1", "yes", "on"};
@@ -113,49 +149,18 @@ static int set_value(sh_flags *st, const sh_flag *fl, const char *v, char *err,
 		return SH_OK;
 	}
 	case SH_FLAG_SIZE: {
-		errno = 0;
-		if (*v == '-')
-			return sh_errf(err, errlen, SH_EINVAL,
-				       "--%s: a size cannot be negative",
-				       fl->name);
-		unsigned long long x = strtoull(v, &end, 10);
-		if (errno || end == v)
-			return sh_errf(err, errlen, SH_EINVAL,
-				       "--%s: expected a size, got '%s'",
-				       fl->name, v);
-		unsigned shift = 0;
-		switch (toupper((unsigned char)*end)) {
-		case 'K':
-			shift = 10;
-			end++;
-			break;
-		case 'M':
-			shift = 20;
-			end++;
-			break;
-		case 'G':
-			shift = 30;
-			end++;
-			break;
-		case 'T':
-			shift = 40;
-			end++;
-			break;
-		}
-		if (*end == 'i' || *end == 'B')
-			end += (*end == 'i' && end[1] == 'B') ? 2 : 1;
-		if (*end || (shift && x > (UINT64_MAX >> shift)))
+		uint64_t x;
+		if (sh_parse_size(v, &x) != SH_OK)
 			return sh_errf(
 			    err, errlen, SH_EINVAL,
 			    "--%s: expected a size like 64M, got '%s'",
 			    fl->name, v);
-		x <<= shift;
 		if (fl->min < fl->max &&
 		    (x < (uint64_t)fl->min || x > (uint64_t)fl->max))
-			return sh_errf(err, errlen, SH_EINVAL,
-				       "--%s: %llu is outside %" PRId64
-				       "..%" PRId64,
-				       fl->name, x, fl->min, fl->max);
+			return sh_errf(
+			    err, errlen, SH_EINVAL,
+			    "--%s: %llu is outside %" PRId64 "..%" PRId64,
+			    fl->name, (unsigned long long)x, fl->min, fl->max);
 		*(uint64_t *)fl->ptr = x;
 		return SH_OK;
 	}

@@ -59,6 +59,11 @@ typedef struct sh_flags sh_flags;
  * SH_ENOMEM. On success *out must be freed with sh_flags_free() once the
  * string variables are no longer used; on error nothing needs freeing.
  */
+/* A size: digits and an optional K, M, G or T (powers of 1024), then an
+ * optional "iB" or "B" ("64M", "200KiB", "1000"). SH_OK with *out, or
+ * SH_EINVAL (negative, malformed, too large). What SH_FLAG_SIZE reads. */
+int sh_parse_size(const char *v, uint64_t *out);
+
 int sh_flags_parse(const sh_flag *flags, size_t n, int argc, char **argv,
 		   const char *config_flag, sh_flags **out, int *first_arg,
 		   bool *help, char *err, size_t errlen);

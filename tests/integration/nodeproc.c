@@ -423,3 +423,46 @@ int64_t np_count(sh_rpc *c, const char *coll, const Shoal__V1__Filter *f)
 	sh_wire_free_response(rs);
 	return v;
 }
+
+int np_write_point(sh_rpc *c, const char *coll, uint64_t id, const float *v,
+		   uint32_t dim, uint64_t version, uint32_t timeout_ms)
+{
+	Shoal__V1__PointId pid = SHOAL__V1__POINT_ID__INIT;
+	pid.kind_case = SHOAL__V1__POINT_ID__KIND_NUM;
+	pid.num = id;
+	Shoal__V1__Request rq = SHOAL__V1__REQUEST__INIT;
+	rq.timeout_ms = timeout_ms;
+	Shoal__V1__UpsertRequest up = SHOAL__V1__UPSERT_REQUEST__INIT;
+	Shoal__V1__DeleteRequest dl = SHOAL__V1__DELETE_REQUEST__INIT;
+	Shoal__V1__PointRefs refs = SHOAL__V1__POINT_REFS__INIT;
+	Shoal__V1__PointRef ref = SHOAL__V1__POINT_REF__INIT, *rp = &ref;
+	Shoal__V1__Point pt = SHOAL__V1__POINT__INIT, *pp = &pt;
+	if (!v) {
+		ref.id = &pid;
+		ref.version = version;
+		refs.refs = &rp;
+		refs.n_refs = 1;
+		dl.collection = (char *)coll;
+		dl.selector_case = SHOAL__V1__DELETE_REQUEST__SELECTOR_IDS;
+		dl.ids = &refs;
+		rq.op_case = SHOAL__V1__REQUEST__OP_DELETE;
+		rq.delete_ = &dl;
+	} else {
+		pt.id = &pid;
+		pt.vector = (float *)v;
+		pt.n_vector = dim;
+		pt.version = version;
+		up.collection = (char *)coll;
+		up.points = &pp;
+		up.n_points = 1;
+		rq.op_case = SHOAL__V1__REQUEST__OP_UPSERT;
+		rq.upsert = &up;
+	}
+	Shoal__V1__Response *rs = NULL;
+	char err[256];
+	if (sh_rpc_call(c, &rq, &rs, err, sizeof(err)) != SH_OK)
+		return SH_ETIMEDOUT;
+	int code = rs->code;
+	sh_wire_free_response(rs);
+	return code;
+}

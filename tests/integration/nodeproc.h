@@ -78,6 +78,13 @@ int np_upsert1(sh_rpc *c, const char *coll, uint64_t id, const float *v,
 int np_delete(sh_rpc *c, const char *coll, const uint64_t *ids, size_t n,
 	      uint64_t version, int *statuses);
 
+/* One write of one point (u64 id): an upsert of vector v (dim floats), or
+ * with v NULL a delete, at `version`, deadline timeout_ms (0: the
+ * server's). Returns the response's code, or SH_ETIMEDOUT when there was
+ * no answer. Unlike np_call it never fails the test: for writer threads. */
+int np_write_point(sh_rpc *c, const char *coll, uint64_t id, const float *v,
+		   uint32_t dim, uint64_t version, uint32_t timeout_ms);
+
 /* Count of points passing a text filter (NULL: all), or -(code) on error. */
 int64_t np_count(sh_rpc *c, const char *coll, const Shoal__V1__Filter *f);
 

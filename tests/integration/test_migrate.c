@@ -255,45 +255,9 @@ static uint64_t next_version[NIDS];
 
 static int write_one(sh_rpc *c, uint64_t id, uint64_t ver, bool del)
 {
-	Shoal__V1__PointId pid = SHOAL__V1__POINT_ID__INIT;
-	pid.kind_case = SHOAL__V1__POINT_ID__KIND_NUM;
-	pid.num = id;
-	Shoal__V1__Request rq = SHOAL__V1__REQUEST__INIT;
-	Shoal__V1__UpsertRequest up = SHOAL__V1__UPSERT_REQUEST__INIT;
-	Shoal__V1__DeleteRequest dl = SHOAL__V1__DELETE_REQUEST__INIT;
-	Shoal__V1__PointRefs refs = SHOAL__V1__POINT_REFS__INIT;
-	Shoal__V1__PointRef ref = SHOAL__V1__POINT_REF__INIT, *rp = &ref;
-	Shoal__V1__Point pt = SHOAL__V1__POINT__INIT, *pp = &pt;
 	float v[DIM];
-	if (del) {
-		ref.id = &pid;
-		ref.version = ver;
-		refs.refs = &rp;
-		refs.n_refs = 1;
-		dl.collection = COLL;
-		dl.selector_case = SHOAL__V1__DELETE_REQUEST__SELECTOR_IDS;
-		dl.ids = &refs;
-		rq.op_case = SHOAL__V1__REQUEST__OP_DELETE;
-		rq.delete_ = &dl;
-	} else {
-		vec_of(id, ver, v);
-		pt.id = &pid;
-		pt.vector = v;
-		pt.n_vector = DIM;
-		pt.version = ver;
-		up.collection = COLL;
-		up.points = &pp;
-		up.n_points = 1;
-		rq.op_case = SHOAL__V1__REQUEST__OP_UPSERT;
-		rq.upsert = &up;
-	}
-	Shoal__V1__Response *rs = NULL;
-	char err[256];
-	int rc = sh_rpc_call(c, &rq, &rs, err, sizeof(err));
-	if (rc == SH_OK)
-		rc = rs->code;
-	sh_wire_free_response(rs);
-	return rc;
+	vec_of(id, ver, v);
+	return np_write_point(c, COLL, id, del ? NULL : v, DIM, ver, 0);
 }
 
 static void *writer(void *arg)
