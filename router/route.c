@@ -94,11 +94,6 @@ bool route_any(const uint64_t *bits)
 	return false;
 }
 
-static bool bit(const uint64_t *b, uint32_t s)
-{
-	return (b[s / 64] >> (s % 64)) & 1;
-}
-
 const char *route_range_str(const uint64_t *bits, char *buf, size_t cap)
 {
 	buf[0] = 0;
@@ -279,21 +274,25 @@ int route_slots(sh_router *r, const Shoal__V1__Request *rq, bool write,
 	     answered[ROUTER_MAX_CONNS] = {false};
 	int backoff = BACKOFF_MIN_MS;
 	int rc = SH_OK;
-	uint64_t(*ask)[WORDS] = malloc(ROUTER_MAX_CONNS * sizeof(*ask));
-	if (!ask)
-		return SH_ENOMEM;
+	uint64_t(*ask)[WORDS] = NULL;
+	uint32_t cap = 0;
 	while (route_any(want)) {
 		/* Each wanted slot, of its owner now. */
 		pthread_rwlock_rdlock(&r->lock);
 		uint32_t nn = r->nnodes;
-		memset(ask, 0, nn * sizeof(*ask));
-		for (uint32_t s = 0; s < SH_SLOTS; s++) {
-			if (!bit(want, s))
-				continue;
-			int o = router_owner_locked(r, (uint16_t)s);
-			if (o >= 0)
-				ask[o][s / 64] |= 1ull << (s % 64);
+		if (nn > cap) {
+			void *grown = realloc(ask, nn * sizeof(*ask));
+			if (!grown) {
+				pthread_rwlock_unlock(&r->lock);
+				rc = SH_ENOMEM;
+				break;
+			}
+			ask = grown;
+			cap = nn;
 		}
+		for (uint32_t j = 0; j < nn; j++)
+			for (size_t w = 0; w < WORDS; w++)
+				ask[j][w] = r->owned_bits[j][w] & want[w];
 		pthread_rwlock_unlock(&r->lock);
 		size_t ng = 0;
 		for (uint32_t j = 0; j < nn; j++)

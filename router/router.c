@@ -92,10 +92,16 @@ int router_owner_locked(sh_router *r, uint16_t slot)
 	return r->owner_idx[slot];
 }
 
-/* Recomputes owner_idx after the map or the connections changed. The
- * caller holds the write lock. */
-static void reindex_locked(sh_router *r)
+/* Recomputes owner_idx and owned_bits after the map or the connections
+ * changed. The caller holds the write lock. */
+static int reindex_locked(sh_router *r)
 {
+	uint64_t(*bits)[SH_SLOTS / 64] =
+	    calloc(r->nnodes ? r->nnodes : 1, sizeof(*bits));
+	if (!bits)
+		return SH_ENOMEM;
+	free(r->owned_bits);
+	r->owned_bits = bits;
 	int16_t by_id[SH_MAP_MAX_NODES + 1];
 	uint32_t ids[SH_MAP_MAX_NODES];
 	uint32_t n = 0;
@@ -114,7 +120,10 @@ static void reindex_locked(sh_router *r)
 			n++;
 		}
 		r->owner_idx[s] = by_id[k];
+		if (by_id[k] >= 0)
+			bits[by_id[k]][s / 64] |= 1ull << (s % 64);
 	}
+	return SH_OK;
 }
 
 int router_node_index(sh_router *r, uint32_t id)
@@ -150,7 +159,8 @@ int router_install_map(sh_router *r, sh_map *m, int64_t version, char *err,
 		r->map_version = version;
 		m = old;
 		rc = connect_nodes_locked(r, err, errlen);
-		reindex_locked(r);
+		if (reindex_locked(r) != SH_OK && rc == SH_OK)
+			rc = sh_errf(err, errlen, SH_ENOMEM, "out of memory");
 	}
 	pthread_rwlock_unlock(&r->lock);
 	free(m);
@@ -881,7 +891,8 @@ int sh_router_open(const sh_router_opts *o, sh_router **out, char *err,
 	if (rc == SH_OK) {
 		pthread_rwlock_wrlock(&r->lock);
 		rc = connect_nodes_locked(r, err, errlen);
-		reindex_locked(r);
+		if (rc == SH_OK && reindex_locked(r) != SH_OK)
+			rc = sh_errf(err, errlen, SH_ENOMEM, "out of memory");
 		pthread_rwlock_unlock(&r->lock);
 	}
 	if (rc == SH_OK && etcd) {
@@ -918,6 +929,7 @@ void sh_router_close(sh_router *r)
 	for (uint32_t i = 0; i < r->nnodes; i++)
 		sh_rpc_close(r->nodes[i].rpc);
 	sh_mapstore_close(r->ms);
+	free(r->owned_bits);
 	pthread_rwlock_destroy(&r->lock);
 	pthread_mutex_destroy(&r->admin);
 	free(r->map);

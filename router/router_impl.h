@@ -46,8 +46,11 @@ struct sh_router {
 	struct rnode nodes[ROUTER_MAX_CONNS];
 	uint32_t nnodes;
 	/* The connection index of each slot's owner under map (-1: none),
-	 * kept with it: routing looks a slot up in O(1). */
+	 * and each connection's slots as a bitmap (nnodes x SH_SLOTS / 64
+	 * words, malloc'd), kept with the map: routing a slot, or a request
+	 * over all slots, costs no scan of the map. */
 	int16_t owner_idx[SH_SLOTS];
+	uint64_t (*owned_bits)[SH_SLOTS / 64];
 	/* Serialises changes of the map by this router, and the steps of
 	 * slot moves (moves.c). Taken before lock, never while holding it. */
 	pthread_mutex_t admin;
