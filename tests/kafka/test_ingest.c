@@ -277,6 +277,23 @@ static double metric(const nodeproc *w, const char *name)
 	return v;
 }
 
+/* How many partitions a worker has assigned now (its lag gauge has one line
+ * per assigned partition); -1 when its metrics cannot be read. */
+static int assigned(const nodeproc *w)
+{
+	int st = 0;
+	char *body = np_http_get(w, "/metrics", &st);
+	if (!body)
+		return -1;
+	int n = 0;
+	const char *key = "shoal_ingest_consumer_lag{";
+	for (char *l = body; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : l)
+		if (!strncmp(l, key, strlen(key)))
+			n++;
+	free(body);
+	return n;
+}
+
 /* How many ids are not yet in their expected state (checked through the
  * router, 1000 ids per get). */
 static uint64_t mismatches(const char *coll, const struct expect *e,
@@ -474,6 +491,14 @@ static void test_two_workers_one_leaves(void **state)
 	nodeproc a, b;
 	start_worker(&a, "w3a", "t3", "g3");
 	start_worker(&b, "w3b", "t3", "g3");
+	/* the group has settled with both in it before anything is produced:
+	 * otherwise the first to join may consume it all before the second
+	 * is given a partition */
+	for (int t = 0; t < 300 && !(assigned(&a) > 0 && assigned(&b) > 0 &&
+				     assigned(&a) + assigned(&b) == 4);
+	     t++)
+		sleep_ms(100);
+	assert_true(assigned(&a) > 0 && assigned(&b) > 0);
 	produce(p, "t3", "c3", c, n / 2);
 	assert_int_equal(kt_flush(p, 30000), 0);
 	/* both got partitions */
