@@ -351,9 +351,18 @@ static void test_cooperative_group_commit_resume(void **state)
 	/* cooperative: c1 was never stripped of everything */
 	assert_int_equal(a_min, 2);
 	assert_true(a.revoke_commits >= 1);
-	assert_int_equal(a.revoke_commit_err, 0);
-	/* c2 resumed the moved partitions at c1's commit */
-	assert_int_equal(b.below_quota, 0);
+	if (a.revoke_commit_err == 0) {
+		/* c2 resumed the moved partitions at c1's commit */
+		assert_int_equal(b.below_quota, 0);
+	} else {
+		/* The coordinator may refuse the commit when the next
+		 * rebalance has begun (the mock does under load): c2 then
+		 * re-reads the moved partitions from the start, which is
+		 * at-least-once, and nothing else. */
+		assert_int_equal(a.revoke_commit_err,
+				 RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS);
+		assert_true(b.below_quota <= b.assigned * QUOTA);
+	}
 
 	/* rd_kafka_assignment agrees with the callbacks and is a split */
 	rd_kafka_topic_partition_list_t *la, *lb;
