@@ -25,6 +25,7 @@ deploy/install-deps.sh --quiet
 ninja -C build >/dev/null
 
 data=${SHOAL_DATA:-/var/tmp/shoal-data}/fmnist
+mkdir -p "$(dirname "$data")"
 build/bench/shoal-bench fmnist --out "$data" --queries 1000
 
 cluster=${SHOAL_CLUSTER_DIR:-$here/shoal-cluster}
