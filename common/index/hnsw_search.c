@@ -573,26 +573,33 @@ int sh_hnsw_exact(const sh_hnsw *h, const float *q, size_t k,
 	return search_impl(h, q, k, ef, f, true, out, nout, NULL);
 }
 
+/* The node of IID when it has been allocated, else NULL; the caller holds
+ * the read lock. */
+static const char *node_if_used(const sh_hnsw *h, uint32_t iid)
+{
+	const struct nodedir *d = rcu_dereference(((sh_hnsw *)h)->dir);
+	uint32_t next =
+	    __atomic_load_n(&((sh_hnsw *)h)->next, __ATOMIC_ACQUIRE);
+	if (iid >= next || (iid >> SH_CHUNK_SHIFT) >= d->nchunks)
+		return NULL;
+	const char *n = node_at(h, &d, iid);
+	return (node_flags(n) & NF_USED) ? n : NULL;
+}
+
 int sh_hnsw_get_vector(const sh_hnsw *h, uint32_t iid, float *out)
 {
 	int rc = SH_ENOTFOUND;
 	if (!hnsw_tls_get())
 		return SH_ENOMEM;
 	urcu_memb_read_lock();
-	const struct nodedir *d = rcu_dereference(((sh_hnsw *)h)->dir);
-	uint32_t next =
-	    __atomic_load_n(&((sh_hnsw *)h)->next, __ATOMIC_ACQUIRE);
-	if (iid < next && (iid >> SH_CHUNK_SHIFT) < d->nchunks) {
-		const char *n = node_at(h, &d, iid);
-		uint8_t fl = node_flags(n);
-		if ((fl & NF_USED) && !(fl & NF_TOMB)) {
-			if (h->p.storage == SH_STORAGE_INT8)
-				sh_q8_decode(node_codes(h, n), node_meta(h, n),
-					     h->p.dim, out);
-			else
-				memcpy(out, node_vec(h, n), h->vec_bytes);
-			rc = SH_OK;
-		}
+	const char *n = node_if_used(h, iid);
+	if (n && !(node_flags(n) & NF_TOMB)) {
+		if (h->p.storage == SH_STORAGE_INT8)
+			sh_q8_decode(node_codes(h, n), node_meta(h, n),
+				     h->p.dim, out);
+		else
+			memcpy(out, node_vec(h, n), h->vec_bytes);
+		rc = SH_OK;
 	}
 	SH_READ_UNLOCK(h);
 	return rc;
@@ -605,15 +612,10 @@ int sh_hnsw_pid_of(const sh_hnsw *h, uint32_t iid, sh_pid *out)
 		return SH_ENOMEM;
 	/* Nests inside the caller's section when called from a filter. */
 	urcu_memb_read_lock();
-	const struct nodedir *d = rcu_dereference(((sh_hnsw *)h)->dir);
-	uint32_t next =
-	    __atomic_load_n(&((sh_hnsw *)h)->next, __ATOMIC_ACQUIRE);
-	if (iid < next && (iid >> SH_CHUNK_SHIFT) < d->nchunks) {
-		const char *n = node_at(h, &d, iid);
-		if (node_flags(n) & NF_USED) {
-			node_pid(n, out);
-			rc = SH_OK;
-		}
+	const char *n = node_if_used(h, iid);
+	if (n) {
+		node_pid(n, out);
+		rc = SH_OK;
 	}
 	SH_READ_UNLOCK(h);
 	return rc;
