@@ -3,6 +3,7 @@
 #
 #   jepsen/run.sh --workload W --nemesis N [--time-limit S] [--seed K] [--out DIR]
 #   jepsen/run.sh --all [--time-limit S] [--seeds 1,2,3]   # the full matrix
+#   jepsen/run.sh --all --jobs 3 ...                        # in 3 lanes
 #   jepsen/run.sh --ci                                      # the bounded CI sample
 #   jepsen/run.sh --list                                    # workloads and nemeses
 #
@@ -30,6 +31,33 @@ if [[ ${SHOAL_JEPSEN_INNER:-} != 1 ]]; then
   for b in node/shoal-node router/shoal-router ctl/shoalctl jepsen/client/shoal-jepsen-client; do
     [[ -x $build/$b ]] || { echo "jepsen: $build/$b is not built" >&2; exit 77; }
   done
+  # --all --jobs J: the matrix in J lanes, each run in namespaces of its
+  # own (so the lanes' addresses cannot collide), then one summary.
+  lanes=1 all=0 out= tl=60 seeds=1,2
+  args=("$@")
+  for ((i = 0; i < ${#args[@]}; i++)); do
+    case ${args[i]} in
+      --jobs) lanes=${args[i + 1]:-} ;;
+      --all) all=1 ;;
+      --out) out=${args[i + 1]:-} ;;
+      --time-limit) tl=${args[i + 1]:-} ;;
+      --seeds) seeds=${args[i + 1]:-} ;;
+    esac
+  done
+  if [[ $lanes != 1 ]]; then
+    [[ $lanes =~ ^[1-9][0-9]?$ ]] || { echo "jepsen: --jobs takes a count" >&2; exit 2; }
+    ((all)) || { echo "jepsen: --jobs goes with --all" >&2; exit 2; }
+    out=${out:-$here/jepsen/store/$(date +%Y%m%d-%H%M%S)}
+    mkdir -p "$out" || exit 2
+    pairs=$("$py" "$here/jepsen/harness/jepsen.py" --pairs --seeds "$seeds") || exit 2
+    while read -r w n k; do
+      while (($(jobs -rp | wc -l) >= lanes)); do wait -n; done
+      "$0" --workload "$w" --nemesis "$n" --seed "$k" --time-limit "$tl" \
+        --out "$out/$w-$n-$k" >"$out/$w-$n-$k.log" 2>&1 &
+    done <<<"$pairs"
+    wait
+    exec "$py" "$here/jepsen/harness/jepsen.py" --summarize "$out"
+  fi
   # The outer bound: the harness's own estimate of the whole run, plus
   # room; a hung run is killed with everything in its namespace.
   limit=$("$py" "$here/jepsen/harness/jepsen.py" --budget "$@") || exit 2
