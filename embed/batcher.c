@@ -29,7 +29,8 @@ struct embed_batcher {
 	pthread_mutex_t mu;
 	pthread_cond_t cv; /* work arrived, or stop */
 	embed_job *head, *tail;
-	size_t queued; /* texts not yet taken */
+	size_t queued;	  /* texts not yet taken */
+	uint64_t free_us; /* when the last forward pass ended */
 	bool stop;
 
 	/* The batcher thread's scratch, allocated once. */
@@ -176,7 +177,18 @@ static void *batcher_main(void *arg)
 		if (b->stop)
 			break;
 		if (b->o.batching && b->queued < (size_t)b->o.max_batch) {
-			uint64_t wake = b->head->enq_us + b->o.max_delay_us;
+			/* The delay counts from when the model could first
+			 * have taken the oldest text: its arrival, or the end
+			 * of the pass it waited behind. Counting from arrival
+			 * alone would launch the texts that queued during a
+			 * pass at once, without the ones that pass is about
+			 * to send back: a closed loop of clients would settle
+			 * into half batches that alternate, each text waiting
+			 * for the other half's pass and then its own. */
+			uint64_t from = b->head->enq_us > b->free_us
+					    ? b->head->enq_us
+					    : b->free_us;
+			uint64_t wake = from + b->o.max_delay_us;
 			if (sh_now_us() < wake) {
 				wait_until(&b->cv, &b->mu, wake);
 				continue;
@@ -211,6 +223,7 @@ static void *batcher_main(void *arg)
 		qsort(b->rows, (size_t)n, sizeof(*b->rows), cmp_row_job);
 		pthread_mutex_lock(&b->mu);
 		finish_rows(b->rows, n, rc, err);
+		b->free_us = sh_now_us();
 	}
 	/* Stopping: fail what still waits. */
 	while (b->head) {

@@ -6,6 +6,10 @@
  * texts from the head of the queue until it has max_batch of them or the
  * oldest waiting job has waited max_delay_us, then runs them through the
  * model (one backend context, created here, used only by that thread).
+ * The delay counts from the later of the oldest job's arrival and the end
+ * of the last forward pass: time spent behind a running pass is not
+ * batching delay, and the clients that pass answers get max_delay_us to
+ * send their next texts into the same batch.
  * A job may be split over several batches (a request of 1024 texts on a
  * batch of 64), and a batch may hold texts of many jobs.
  *
