@@ -104,6 +104,23 @@ static int merge_statuses(sh_router *r, const struct routed *rt,
 	return rc;
 }
 
+/* A write of n points (ids[i] the i-th's id): routed by id, each node's
+ * share built by build(ctx, ...), the per-point statuses merged into *w in
+ * the request's order. Returns the merge's code; *w is NULL only when
+ * there is no result at all (the code says why). */
+static int route_write(sh_router *r, const Shoal__V1__Request *rq,
+		       Shoal__V1__PointId **ids, size_t n, bool deletes,
+		       route_sub_fn build, void *ctx, sh_arena *a,
+		       Shoal__V1__WriteResult **w, char *err, size_t errlen)
+{
+	struct routed rt;
+	*w = NULL;
+	if (route_items(r, rq, ids, n, true, build, ctx, a, &rt))
+		return SH_ENOMEM;
+	int rc = merge_statuses(r, &rt, ids, n, deletes, a, w, err, errlen);
+	return *w || rc ? rc : SH_ENOMEM;
+}
+
 static bool upsert_sub(void *ctx, struct call *c, const size_t *items, size_t n,
 		       sh_arena *a)
 {
@@ -134,13 +151,11 @@ int rop_upsert(sh_router *r, const Shoal__V1__Request *rq,
 		return SH_ENOMEM;
 	for (size_t i = 0; i < n; i++)
 		ids[i] = u->points[i]->id;
-	struct routed rt;
-	if (route_items(r, rq, ids, n, true, upsert_sub, (void *)u, a, &rt))
-		return SH_ENOMEM;
 	Shoal__V1__WriteResult *w = NULL;
-	int rc = merge_statuses(r, &rt, ids, n, false, a, &w, err, errlen);
+	int rc = route_write(r, rq, ids, n, false, upsert_sub, (void *)u, a, &w,
+			     err, errlen);
 	if (!w)
-		return rc ? rc : SH_ENOMEM;
+		return rc;
 	rs->result_case = SHOAL__V1__RESPONSE__RESULT_UPSERT;
 	rs->upsert = w;
 	return rc;
@@ -187,13 +202,11 @@ int rop_delete(sh_router *r, const Shoal__V1__Request *rq,
 		return SH_ENOMEM;
 	for (size_t i = 0; i < n; i++)
 		ids[i] = refs->refs[i]->id;
-	struct routed rt;
-	if (route_items(r, rq, ids, n, true, delete_sub, (void *)d, a, &rt))
-		return SH_ENOMEM;
 	Shoal__V1__WriteResult *w = NULL;
-	int rc = merge_statuses(r, &rt, ids, n, true, a, &w, err, errlen);
+	int rc = route_write(r, rq, ids, n, true, delete_sub, (void *)d, a, &w,
+			     err, errlen);
 	if (!w)
-		return rc ? rc : SH_ENOMEM;
+		return rc;
 	rs->result_case = SHOAL__V1__RESPONSE__RESULT_DELETE;
 	rs->delete_ = w;
 	return rc;
