@@ -39,6 +39,13 @@ typedef enum sh_err {
 #undef SH_ERR_ENUM_
 } sh_err;
 
+/* How many codes there are (they run from 0 without a gap). */
+enum {
+#define SH_ERR_COUNT_(name, num, msg) +1
+	SH_NCODES = 0 SH_ERRNO_MAP(SH_ERR_COUNT_)
+#undef SH_ERR_COUNT_
+};
+
 /* Human-readable message for a code; never NULL ("unknown error" for codes
  * this build does not know, e.g. from a newer peer). */
 const char *sh_strerror(int code);

@@ -28,7 +28,6 @@ static const char *const op_names[NOPS] = {"embed", "search_text", "health",
 					   "invalid"};
 /* Codes counted one by one; anything above (a newer router's) shares the
  * last slot. */
-#define NCODES 32
 
 struct embed_model {
 	char name[SH_WIRE_MAX_NAME + 1];
@@ -49,8 +48,7 @@ struct sh_embed_server {
 	char router_url[256];
 	atomic_int state;
 
-	atomic_uint_fast64_t requests[NOPS][NCODES];
-	sh_histogram latency[NOPS];
+	sh_op_metrics ops[NOPS];
 	atomic_uint_fast64_t router_errors;
 };
 
@@ -533,9 +531,7 @@ static int e_run(void *ctx, int op, const Shoal__V1__Request *rq,
 static void e_observe(void *ctx, int op, int code, uint64_t us)
 {
 	sh_embed_server *s = ctx;
-	int ci = code < 0 || code >= NCODES ? NCODES - 1 : code;
-	atomic_fetch_add(&s->requests[op][ci], 1);
-	sh_histogram_observe(&s->latency[op], us);
+	sh_op_metrics_observe(&s->ops[op], code, us);
 }
 
 int sh_embed_server_handle(sh_embed_server *s, const uint8_t *buf, size_t len,
@@ -561,26 +557,7 @@ int sh_embed_server_handle(sh_embed_server *s, const uint8_t *buf, size_t len,
 
 void sh_embed_server_metrics(sh_embed_server *s, FILE *f)
 {
-	sh_metric_head(f, "shoal_requests_total", "counter",
-		       "Requests handled, by operation and result code.");
-	for (int op = 0; op < NOPS; op++)
-		for (int c = 0; c < NCODES; c++) {
-			uint64_t v = atomic_load(&s->requests[op][c]);
-			if (v)
-				fprintf(f,
-					"shoal_requests_total{op=\"%s\","
-					"code=\"%s\"} %llu\n",
-					op_names[op], sh_errname(c),
-					(unsigned long long)v);
-		}
-	sh_metric_head(f, "shoal_request_duration_seconds", "histogram",
-		       "Time from receipt to response, by operation.");
-	for (int op = 0; op < NOPS; op++) {
-		char labels[64];
-		snprintf(labels, sizeof(labels), "op=\"%s\"", op_names[op]);
-		sh_histogram_write(&s->latency[op], f,
-				   "shoal_request_duration_seconds", labels);
-	}
+	sh_op_metrics_write(s->ops, NOPS, op_names, "shoal_", f);
 
 	static const char *const counters[][2] = {
 	    {"shoal_embed_texts_total",

@@ -250,6 +250,11 @@ static void test_repeated_texts_come_from_cache(void **st)
 	assert_true(metric(s, "shoal_embed_texts_total{model=\"minilm\","
 			      "backend=\"cpu\"} ") == 3.0);
 	assert_true(metric(s, "shoal_embed_cache_entries ") == 3.0);
+	assert_true(
+	    metric(s, "shoal_requests_total{op=\"embed\",code=\"OK\"} ") ==
+	    2.0);
+	assert_true(metric(s, "shoal_request_duration_seconds_count"
+			      "{op=\"embed\"} ") == 2.0);
 	sh_embed_server_close(s);
 }
 

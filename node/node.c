@@ -364,10 +364,7 @@ static const char *const op_names[NODE_NOPS] = {
 
 static void observe(sh_node *n, int op, int code, uint64_t us)
 {
-	if (code < 0 || code >= NODE_NCODES)
-		code = SH_EINVAL;
-	atomic_fetch_add(&n->requests[op][code], 1);
-	sh_histogram_observe(&n->latency[op], us);
+	sh_op_metrics_observe(&n->ops[op], code, us);
 }
 
 static int node_op_index(Shoal__V1__Request__OpCase c)
@@ -446,28 +443,7 @@ static uint64_t rss_bytes(void)
 
 void sh_node_metrics(sh_node *n, FILE *f)
 {
-	fprintf(f, "# HELP shoal_requests_total Requests handled, by "
-		   "operation and result code.\n"
-		   "# TYPE shoal_requests_total counter\n");
-	for (int op = 0; op < NODE_NOPS; op++)
-		for (int c = 0; c < NODE_NCODES; c++) {
-			uint64_t v = atomic_load(&n->requests[op][c]);
-			if (v)
-				fprintf(f,
-					"shoal_requests_total{op=\"%s\","
-					"code=\"%s\"} %llu\n",
-					op_names[op], sh_errname(c),
-					(unsigned long long)v);
-		}
-	fprintf(f, "# HELP shoal_request_duration_seconds Time from receipt "
-		   "to response, by operation.\n"
-		   "# TYPE shoal_request_duration_seconds histogram\n");
-	for (int op = 0; op < NODE_NOPS; op++) {
-		char labels[64];
-		snprintf(labels, sizeof(labels), "op=\"%s\"", op_names[op]);
-		sh_histogram_write(&n->latency[op], f,
-				   "shoal_request_duration_seconds", labels);
-	}
+	sh_op_metrics_write(n->ops, NODE_NOPS, op_names, "shoal_", f);
 	fprintf(f,
 		"# HELP shoal_network_bytes_total Request and response bytes.\n"
 		"# TYPE shoal_network_bytes_total counter\n"

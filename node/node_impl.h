@@ -33,7 +33,6 @@ struct coll_entry {
  * that could not be decoded. */
 #define NODE_NOPS 16
 #define NODE_OP_INVALID 15
-#define NODE_NCODES 17 /* SH_OK..SH_ENOCOLLECTION */
 
 /* ---- Slots (slots.c) ------------------------------------------------------
  */
@@ -108,8 +107,7 @@ struct sh_node {
 	pthread_mutex_t vac_mu; /* one vacuum tick at a time */
 
 	/* Metrics. */
-	atomic_uint_fast64_t requests[NODE_NOPS][NODE_NCODES];
-	sh_histogram latency[NODE_NOPS];
+	sh_op_metrics ops[NODE_NOPS];
 	atomic_uint_fast64_t bytes_in, bytes_out;
 };
 

@@ -790,9 +790,7 @@ static int r_run(void *ctx, int op, const Shoal__V1__Request *rq,
 static void r_observe(void *ctx, int op, int code, uint64_t us)
 {
 	sh_router *r = ctx;
-	int c = code >= 0 && code < ROUTER_NCODES ? code : SH_EINVAL;
-	atomic_fetch_add(&r->requests[op][c], 1);
-	sh_histogram_observe(&r->latency[op], us);
+	sh_op_metrics_observe(&r->ops[op], code, us);
 }
 
 static bool r_quiet(int code)
@@ -951,29 +949,7 @@ int sh_router_get_state(const sh_router *r)
 
 void sh_router_metrics(sh_router *r, FILE *f)
 {
-	fprintf(f, "# HELP shoal_router_requests_total Requests handled, by "
-		   "operation and result code.\n"
-		   "# TYPE shoal_router_requests_total counter\n");
-	for (int op = 0; op < ROUTER_NOPS; op++)
-		for (int c = 0; c < ROUTER_NCODES; c++) {
-			uint64_t v = atomic_load(&r->requests[op][c]);
-			if (v)
-				fprintf(f,
-					"shoal_router_requests_total{op=\"%s\","
-					"code=\"%s\"} %llu\n",
-					op_names[op], sh_errname(c),
-					(unsigned long long)v);
-		}
-	fprintf(f, "# HELP shoal_router_request_duration_seconds Time from "
-		   "receipt to response, by operation.\n"
-		   "# TYPE shoal_router_request_duration_seconds histogram\n");
-	for (int op = 0; op < ROUTER_NOPS; op++) {
-		char labels[64];
-		snprintf(labels, sizeof(labels), "op=\"%s\"", op_names[op]);
-		sh_histogram_write(&r->latency[op], f,
-				   "shoal_router_request_duration_seconds",
-				   labels);
-	}
+	sh_op_metrics_write(r->ops, ROUTER_NOPS, op_names, "shoal_router_", f);
 	pthread_rwlock_rdlock(&r->lock);
 	uint32_t nn = r->nnodes;
 	uint32_t nmap = r->map->nnodes;

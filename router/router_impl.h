@@ -30,7 +30,6 @@ struct rnode {
 /* Request op - 10 for 10..24, then 60..63, then invalid. */
 #define ROUTER_NOPS 20
 #define ROUTER_OP_INVALID 19
-#define ROUTER_NCODES 17
 /* Connections the router keeps: nodes of the map, and of earlier maps
  * (entries are never reused, so a removed node keeps its slot). */
 #define ROUTER_MAX_CONNS 1024
@@ -60,8 +59,7 @@ struct sh_router {
 	bool watching;
 	atomic_bool stopping;
 
-	atomic_uint_fast64_t requests[ROUTER_NOPS][ROUTER_NCODES];
-	sh_histogram latency[ROUTER_NOPS];
+	sh_op_metrics ops[ROUTER_NOPS];
 	atomic_uint_fast64_t searches_partial, searches_failed, retries;
 	atomic_uint_fast64_t rerouted;	  /* items sent again after EMOVED */
 	atomic_uint_fast64_t map_reloads; /* maps installed from the store */

@@ -85,6 +85,39 @@ void sh_metric_head(FILE *f, const char *name, const char *type,
 	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+void sh_op_metrics_observe(sh_op_metrics *m, int code, uint64_t us)
+{
+	if (code < 0 || code >= SH_NCODES)
+		code = SH_EINVAL;
+	atomic_fetch_add(&m->requests[code], 1);
+	sh_histogram_observe(&m->latency, us);
+}
+
+void sh_op_metrics_write(const sh_op_metrics *ops, int nops,
+			 const char *const *names, const char *prefix, FILE *f)
+{
+	char name[96];
+	snprintf(name, sizeof(name), "%srequests_total", prefix);
+	sh_metric_head(f, name, "counter",
+		       "Requests handled, by operation and result code.");
+	for (int op = 0; op < nops; op++)
+		for (int c = 0; c < SH_NCODES; c++) {
+			uint64_t v = atomic_load(&ops[op].requests[c]);
+			if (v)
+				fprintf(f, "%s{op=\"%s\",code=\"%s\"} %llu\n",
+					name, names[op], sh_errname(c),
+					(unsigned long long)v);
+		}
+	snprintf(name, sizeof(name), "%srequest_duration_seconds", prefix);
+	sh_metric_head(f, name, "histogram",
+		       "Time from receipt to response, by operation.");
+	for (int op = 0; op < nops; op++) {
+		char labels[96];
+		snprintf(labels, sizeof(labels), "op=\"%s\"", names[op]);
+		sh_histogram_write(&ops[op].latency, f, name, labels);
+	}
+}
+
 uint64_t sh_now_us(void)
 {
 	struct timespec t;

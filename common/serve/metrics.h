@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "error.h"
+
 /* Upper bounds of the latency buckets, in microseconds: 100 µs .. 10 s. */
 #define SH_HIST_NBUCKETS 16
 extern const uint64_t sh_hist_bounds_us[SH_HIST_NBUCKETS];
@@ -47,6 +49,22 @@ void sh_size_histogram_observe(sh_size_histogram *h, uint64_t n);
 /* As sh_histogram_write, for sizes; writes the empty buckets too. */
 void sh_size_histogram_write(const sh_size_histogram *h, FILE *f,
 			     const char *name, const char *labels);
+
+/* What every server counts of one operation: its requests by result code
+ * and their latency. Zero-initialised storage is empty. */
+typedef struct sh_op_metrics {
+	atomic_uint_fast64_t requests[SH_NCODES];
+	sh_histogram latency;
+} sh_op_metrics;
+
+/* Records one request; a code out of range counts as EINVAL. Any thread. */
+void sh_op_metrics_observe(sh_op_metrics *m, int code, uint64_t us);
+
+/* Writes `<prefix>requests_total{op,code}` (the non-zero counters) and
+ * `<prefix>request_duration_seconds{op}` of ops[0..nops), operation i
+ * named names[i], with their HELP/TYPE lines. */
+void sh_op_metrics_write(const sh_op_metrics *ops, int nops,
+			 const char *const *names, const char *prefix, FILE *f);
 
 /* The # HELP and # TYPE lines of a metric. */
 void sh_metric_head(FILE *f, const char *name, const char *type,
