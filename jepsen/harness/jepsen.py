@@ -882,6 +882,8 @@ def main():
                     help="--all in this many lanes (run.sh)")
     ap.add_argument("--pairs", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--summarize", metavar="DIR", help=argparse.SUPPRESS)
+    ap.add_argument("--table", metavar="DIR",
+                    help="print a markdown table of the results under DIR")
     args = ap.parse_args()
     if args.list:
         print("workloads: " + " ".join(WORKLOADS))
@@ -897,6 +899,8 @@ def main():
         return 0
     if args.summarize:
         return summarize(args.summarize)
+    if args.table:
+        return table(args.table)
     if not (args.all or args.ci or (args.workload and args.nemesis)):
         ap.error("--workload and --nemesis, or --all, or --ci")
     if args.budget:
@@ -935,6 +939,77 @@ def summarize(base):
             results.append({"run": d, "passed": False,
                             "error": "no results: %s" % e})
     return report(results, base)
+
+
+def _finding(r):
+    """The one line of what a run's checkers counted that matters most."""
+    c = r.get("checks", {})
+    w = r.get("workload")
+    if w == "set":
+        x = c.get("set", {})
+        return {"lost": x.get("lost_count", 0),
+                "unexpected": x.get("unexpected_count", 0)}
+    if w == "register":
+        x = c.get("register", {})
+        return {"non-linearizable keys": x.get("invalid_count", 0),
+                "unchecked keys": x.get("unknown_count", 0)}
+    if w == "delete":
+        x = c.get("delete", {})
+        return {"resurrected": x.get("resurrections_count", 0),
+                "phantoms": x.get("phantoms_count", 0)}
+    if w == "search":
+        x = c.get("search", {})
+        return {"missed": x.get("missed_probe_count", 0),
+                "not live": x.get("not_live_count", 0),
+                "never written": x.get("never_attempted_count", 0)}
+    return {}
+
+
+def table(base):
+    """A markdown table of a matrix's results, one row per pair over its
+    seeds (docs/reliability.md)."""
+    rows = {}
+    for d in sorted(os.listdir(base)):
+        path = os.path.join(base, d, "results.json")
+        if not os.path.isfile(path):
+            continue
+        with open(path) as f:
+            r = json.load(f)
+        rows.setdefault((r["workload"], r["nemesis"]), []).append(r)
+    print("| workload | nemesis | seeds | time | operations | "
+          "ok / fail / info | found | deadline overruns | verdict |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    order = {(w, n): (i, j) for i, w in enumerate(WORKLOADS)
+             for j, n in enumerate(NEMESES)}
+    for key in sorted(rows, key=lambda k: order.get(k, (99, 99))):
+        rs = sorted(rows[key], key=lambda r: r.get("seed", 0))
+        tot = {"ops": 0, "ok": 0, "fail": 0, "info": 0}
+        found, overruns = {}, 0
+        for r in rs:
+            a = r.get("availability", {}).get("overall", {}).get("total", {})
+            for k in tot:
+                tot[k] += a.get(k, 0)
+            for k, v in _finding(r).items():
+                found[k] = found.get(k, 0) + v
+            # (every operation's; the search check's own is a subset)
+            overruns += r.get("checks", {}).get("deadline", {}).get(
+                "overruns", 0)
+        bad = [str(r.get("seed")) for r in rs if not r.get("passed")]
+        if rs[0].get("control"):
+            verdict = ("control: loss found at every seed" if not bad else
+                       "control FAILED: no loss found at seed " +
+                       ", ".join(bad))
+        else:
+            verdict = ("valid" if not bad else
+                       "INVALID at seed " + ", ".join(bad))
+        secs = sorted({r.get("seconds") for r in rs})
+        print("| %s | %s | %s | %s s | {:,} | {:,} / {:,} / {:,} | %s | %d | "
+              "%s |".format(tot["ops"], tot["ok"], tot["fail"], tot["info"])
+              % (key[0], key[1], ", ".join(str(r.get("seed")) for r in rs),
+                 "/".join(str(x) for x in secs),
+                 ", ".join("%s %d" % kv for kv in found.items()), overruns,
+                 verdict))
+    return 0
 
 
 def report(results, where):
