@@ -4,7 +4,8 @@
  *   shoal-bench embed [--embed-bin PATH] [--model NAME=DIR]
  *                     [--backends cpu,cuda] [--concurrency 1,8,64]
  *                     [--seconds 3] [--max-batch N] [--delay-us 2000]
- *   shoal-bench embed --url URL [--concurrency ...] [--seconds ...]
+ *   shoal-bench embed --url URL [--metrics-url http://IP:PORT]
+ *                     [--delay-us D] [--concurrency ...] [--seconds ...]
  *
  * For each backend present, the benchmark starts shoal-embed itself three
  * times: dynamic batching on with the cache off, batching off with the
@@ -13,10 +14,14 @@
  * client concurrency, that many threads send one-text embed requests for
  * short product queries (5-15 tokens, generated from a fixed word list with
  * a fixed seed) for --seconds after a half-second warm-up. One JSON object
- * per measurement on stdout: texts/s, p50 and p99 latency in ms, errors.
+ * per measurement on stdout: texts/s, p50 and p99 latency in ms, errors,
+ * and, read from the server's /metrics over the measured window, its
+ * forward passes (count, mean texts, mean ms) and the latency bound of
+ * dynamic batching: --delay-us + one pass (p99_bound_ms).
  * A backend that is absent (no GPU) is reported on stderr and skipped.
  * With --url, only the client side runs, against a server started
- * elsewhere (its /metrics then shows batch sizes and forward times).
+ * elsewhere (--metrics-url: its /metrics, for the pass figures; give
+ * --delay-us its --max-queue-delay-us for the bound).
  */
 #include "embed_bench.h"
 
@@ -54,7 +59,7 @@ static const char *const words[] = {
 #define NWORDS (sizeof(words) / sizeof(words[0]))
 
 struct eopts {
-	const char *bin, *model, *url;
+	const char *bin, *model, *url, *metrics_url;
 	double seconds;
 	size_t conc[8], nconc;
 	int max_batch;
@@ -163,8 +168,32 @@ static int cmp_float(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-/* Runs conc clients against url; prints one JSON line. */
-static void measure(const struct eopts *o, const char *url, const char *backend,
+/* What the server's /metrics count of its forward passes. */
+struct passes {
+	double batches, texts, forward_s;
+};
+
+static bool scrape(const char *metrics_url, struct passes *p)
+{
+	char *m = metrics_url && *metrics_url
+		      ? bench_http_get(metrics_url, "/metrics")
+		      : NULL;
+	if (!m)
+		return false;
+	p->batches = bench_metric_sum(m, "shoal_embed_batches_total{");
+	p->texts = bench_metric_sum(m, "shoal_embed_texts_total{");
+	p->forward_s =
+	    bench_metric_sum(m, "shoal_embed_forward_seconds_total{");
+	free(m);
+	return true;
+}
+
+/* Runs conc clients against url; prints one JSON line. With the server's
+ * metrics_url, the line also has the forward passes of the measured
+ * window: their count, mean texts and mean time, and the latency bound of
+ * dynamic batching, max-queue-delay + one pass (the mean). */
+static void measure(const struct eopts *o, const char *url,
+		    const char *metrics_url, const char *backend,
 		    const char *mode, bool batching, bool hot, size_t conc)
 {
 	struct run r = {.url = url, .hot = hot};
@@ -180,8 +209,13 @@ static void measure(const struct eopts *o, const char *url, const char *backend,
 	r.t0 = now + 0.5;
 	r.t1 = r.t0 + o->seconds;
 	atomic_store(&r.go, true);
+	while (bench_now_s() < r.t0)
+		usleep(1000);
+	struct passes p0 = {0}, p1 = {0};
+	bool have = scrape(metrics_url, &p0);
 	while (bench_now_s() < r.t1)
 		usleep(10000);
+	have = have && scrape(metrics_url, &p1);
 	atomic_store(&r.stop, true);
 	size_t n = 0, errors = 0;
 	for (size_t i = 0; i < conc; i++) {
@@ -201,16 +235,29 @@ static void measure(const struct eopts *o, const char *url, const char *backend,
 			lasterr = cs[i].lasterr;
 	}
 	qsort(all, n, sizeof(*all), cmp_float);
+	char passes[256] = "";
+	double nb = p1.batches - p0.batches;
+	if (have && nb > 0) {
+		double fwd_ms = (p1.forward_s - p0.forward_s) * 1e3 / nb;
+		int w = snprintf(passes, sizeof(passes),
+				 ",\"passes\":%.0f,\"mean_batch\":%.1f,"
+				 "\"mean_pass_ms\":%.2f",
+				 nb, (p1.texts - p0.texts) / nb, fwd_ms);
+		if (batching) /* the bound is dynamic batching's */
+			snprintf(passes + w, sizeof(passes) - (size_t)w,
+				 ",\"p99_bound_ms\":%.2f",
+				 o->delay_us * 1e-3 + fwd_ms);
+	}
 	printf("{\"bench\":\"embed\",\"backend\":\"%s\",\"mode\":\"%s\","
 	       "\"batching\":%s,\"cache\":%s,\"concurrency\":%zu,"
 	       "\"max_batch\":%d,\"max_queue_delay_us\":%d,"
 	       "\"seconds\":%.1f,\"texts\":%zu,\"texts_per_s\":%.1f,"
-	       "\"p50_ms\":%.2f,\"p99_ms\":%.2f,\"errors\":%zu}\n",
+	       "\"p50_ms\":%.2f,\"p99_ms\":%.2f,\"errors\":%zu%s}\n",
 	       backend, mode, batching ? "true" : "false",
 	       hot ? "\"hit\"" : "\"off\"", conc, o->max_batch, o->delay_us,
 	       o->seconds, n, (double)n / o->seconds,
 	       bench_percentile(all, n, 0.50), bench_percentile(all, n, 0.99),
-	       errors);
+	       errors, passes);
 	fflush(stdout);
 	if (errors)
 		fprintf(stderr, "embed bench: %zu errors, e.g. %s\n", errors,
@@ -239,6 +286,8 @@ static int run_mode(const struct eopts *o, const char *backend,
 	extra[a++] = "--max-queue-delay-us";
 	extra[a++] = delay;
 	extra[a++] = batching ? "--batching" : "--no-batching";
+	extra[a++] = "--metrics"; /* overrides the "" of bench_proc_start */
+	extra[a++] = "127.0.0.1:0";
 	extra[a++] = "--cache-entries";
 	extra[a++] = hot ? "100000" : "0";
 	if (o->model) {
@@ -262,7 +311,8 @@ static int run_mode(const struct eopts *o, const char *backend,
 		free(c.lat);
 	}
 	for (size_t i = 0; i < o->nconc; i++)
-		measure(o, p.url, backend, mode, batching, hot, o->conc[i]);
+		measure(o, p.url, p.metrics, backend, mode, batching, hot,
+			o->conc[i]);
 	bench_proc_stop(&p, 0);
 	return 0;
 }
@@ -315,6 +365,8 @@ int cmd_embed(int argc, char **argv)
 			o.seconds = atof(v);
 		else if (!strcmp(f, "--max-batch"))
 			o.max_batch = atoi(v);
+		else if (!strcmp(f, "--metrics-url"))
+			o.metrics_url = v;
 		else if (!strcmp(f, "--delay-us"))
 			o.delay_us = atoi(v);
 		else if (!strcmp(f, "--concurrency")) {
@@ -345,8 +397,8 @@ int cmd_embed(int argc, char **argv)
 	if (o.url) {
 		/* A server started elsewhere: its own flags apply. */
 		for (size_t i = 0; i < o.nconc; i++)
-			measure(&o, o.url, "external", "external", true, false,
-				o.conc[i]);
+			measure(&o, o.url, o.metrics_url, "external",
+				"external", true, false, o.conc[i]);
 		return 0;
 	}
 	static const char *const modes[] = {"batching", "no-batching",

@@ -177,61 +177,6 @@ struct wmetrics {
 	struct hist fresh, write, bsize;
 };
 
-static char *http_get(const char *url, const char *path)
-{
-	unsigned port;
-	char host[64];
-	if (sscanf(url, "http://%63[^:]:%u", host, &port) != 2)
-		return NULL;
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	if (fd < 0)
-		return NULL;
-	struct timeval tv = {5, 0};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	struct sockaddr_in sa = {.sin_family = AF_INET,
-				 .sin_port = htons((uint16_t)port)};
-	char req[256];
-	int n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\n\r\n", path);
-	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1 ||
-	    connect(fd, (struct sockaddr *)&sa, sizeof(sa)) ||
-	    write(fd, req, (size_t)n) != n) {
-		close(fd);
-		return NULL;
-	}
-	size_t cap = 1 << 16, len = 0;
-	char *buf = malloc(cap);
-	while (buf) {
-		if (len + 4096 > cap) {
-			char *nb = realloc(buf, cap * 2);
-			if (!nb) {
-				free(buf);
-				buf = NULL;
-				break;
-			}
-			buf = nb;
-			cap *= 2;
-		}
-		ssize_t r = read(fd, buf + len, cap - len - 1);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		len += (size_t)r;
-	}
-	close(fd);
-	if (!buf)
-		return NULL;
-	buf[len] = 0;
-	char *body = strstr(buf, "\r\n\r\n");
-	if (!body || strncmp(buf, "HTTP/1.", 7) || !strstr(buf, " 200 ")) {
-		free(buf);
-		return NULL;
-	}
-	memmove(buf, body + 4, strlen(body + 4) + 1);
-	return buf;
-}
-
 static bool starts(const char *l, const char *p)
 {
 	return !strncmp(l, p, strlen(p));
@@ -260,7 +205,7 @@ static void hist_line(struct hist *h, const char *name, const char *l, double v)
 static int scrape(const char *url, struct wmetrics *m)
 {
 	memset(m, 0, sizeof(*m));
-	char *body = http_get(url, "/metrics");
+	char *body = bench_http_get(url, "/metrics");
 	if (!body)
 		return -1;
 	for (char *l = body; l && *l;) {
@@ -444,7 +389,7 @@ static int start_worker(struct env *e, struct bench_proc *w, const char *topic)
 /* The worker's counters and gauges (no histograms) on stderr. */
 static void dump_state(const char *url)
 {
-	char *body = http_get(url, "/metrics");
+	char *body = bench_http_get(url, "/metrics");
 	for (char *l = body; l && *l;) {
 		char *nl = strchr(l, '\n');
 		if (nl)

@@ -1,16 +1,20 @@
 /* See proc.h. */
 #include "proc.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <libgen.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -54,13 +58,15 @@ static int spawn_wait(struct bench_proc *p, const char *bin,
 		FILE *f = fopen(p->ready, "r");
 		if (f) {
 			char line[600];
-			while (fgets(line, sizeof(line), f))
-				if (!strncmp(line, key, kl) &&
-				    line[kl] == '=') {
-					line[strcspn(line, "\n")] = 0;
+			while (fgets(line, sizeof(line), f)) {
+				line[strcspn(line, "\n")] = 0;
+				if (!strncmp(line, key, kl) && line[kl] == '=')
 					snprintf(p->url, sizeof(p->url), "%s",
 						 line + kl + 1);
-				}
+				else if (!strncmp(line, "metrics=", 8))
+					snprintf(p->metrics, sizeof(p->metrics),
+						 "%s", line + 8);
+			}
 			fclose(f);
 			if (*p->url)
 				return 0;
@@ -90,6 +96,77 @@ static int make_dir(struct bench_proc *p)
 	}
 	snprintf(p->ready, sizeof(p->ready), "%s/ready", p->dir);
 	return 0;
+}
+
+char *bench_http_get(const char *url, const char *path)
+{
+	unsigned port;
+	char host[64];
+	if (sscanf(url, "http://%63[^:]:%u", host, &port) != 2)
+		return NULL;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd < 0)
+		return NULL;
+	struct timeval tv = {5, 0};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+				 .sin_port = htons((uint16_t)port)};
+	char req[256];
+	int n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\n\r\n", path);
+	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1 ||
+	    connect(fd, (struct sockaddr *)&sa, sizeof(sa)) ||
+	    write(fd, req, (size_t)n) != n) {
+		close(fd);
+		return NULL;
+	}
+	size_t cap = 1 << 16, len = 0;
+	char *buf = malloc(cap);
+	while (buf) {
+		if (len + 4096 > cap) {
+			char *nb = realloc(buf, cap * 2);
+			if (!nb) {
+				free(buf);
+				buf = NULL;
+				break;
+			}
+			buf = nb;
+			cap *= 2;
+		}
+		ssize_t r = read(fd, buf + len, cap - len - 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		len += (size_t)r;
+	}
+	close(fd);
+	if (!buf)
+		return NULL;
+	buf[len] = 0;
+	char *body = strstr(buf, "\r\n\r\n");
+	if (!body || strncmp(buf, "HTTP/1.", 7) || !strstr(buf, " 200 ")) {
+		free(buf);
+		return NULL;
+	}
+	memmove(buf, body + 4, strlen(body + 4) + 1);
+	return buf;
+}
+
+double bench_metric_sum(const char *text, const char *prefix)
+{
+	double sum = 0;
+	size_t pl = strlen(prefix);
+	for (const char *l = text; l && *l;) {
+		if (!strncmp(l, prefix, pl)) {
+			const char *v = strchr(l, ' ');
+			if (v)
+				sum += strtod(v + 1, NULL);
+		}
+		l = strchr(l, '\n');
+		l = l ? l + 1 : NULL;
+	}
+	return sum;
 }
 
 int bench_proc_start(struct bench_proc *p, const char *bin,

@@ -10,7 +10,8 @@ struct bench_proc {
 	pid_t pid;
 	char dir[512]; /* the process's own temporary directory */
 	char ready[600];
-	char url[640]; /* listen= of the ready file */
+	char url[640];	   /* listen= of the ready file */
+	char metrics[640]; /* its metrics= ("" when it serves none) */
 };
 
 /* Starts bin with --listen tcp://127.0.0.1:0 --metrics "" --ready-file
@@ -27,6 +28,14 @@ int bench_proc_start(struct bench_proc *p, const char *bin,
  * prints why and returns -1. */
 int bench_proc_start_args(struct bench_proc *p, const char *bin,
 			  const char *const *args, const char *key);
+
+/* GET path from url ("http://IPV4:PORT", as metrics= gives it), 5 s at
+ * most: the body of a 200 answer (malloc'd, NUL-terminated), else NULL. */
+char *bench_http_get(const char *url, const char *path);
+
+/* The sum of the values of every line of a Prometheus text that starts
+ * with prefix (e.g. "shoal_embed_batches_total{"): 0 when none does. */
+double bench_metric_sum(const char *text, const char *prefix);
 
 /* SIGTERM, wait; then remove its directory unless keep. */
 void bench_proc_stop(struct bench_proc *p, int keep);
