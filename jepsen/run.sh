@@ -4,6 +4,7 @@
 #   jepsen/run.sh --workload W --nemesis N [--time-limit S] [--seed K] [--out DIR]
 #   jepsen/run.sh --all [--time-limit S] [--seeds 1,2,3]   # the full matrix
 #   jepsen/run.sh --all --jobs 3 ...                        # in 3 lanes
+#   jepsen/run.sh --all --nemeses fsync,write-errors ...    # a part of it
 #   jepsen/run.sh --ci                                      # the bounded CI sample
 #   jepsen/run.sh --list                                    # workloads and nemeses
 #
@@ -33,7 +34,7 @@ if [[ ${SHOAL_JEPSEN_INNER:-} != 1 ]]; then
   done
   # --all --jobs J: the matrix in J lanes, each run in namespaces of its
   # own (so the lanes' addresses cannot collide), then one summary.
-  lanes=1 all=0 out= tl=60 seeds=1,2
+  lanes=1 all=0 out= tl=60 seeds=1,2 only=()
   args=("$@")
   for ((i = 0; i < ${#args[@]}; i++)); do
     case ${args[i]} in
@@ -42,6 +43,7 @@ if [[ ${SHOAL_JEPSEN_INNER:-} != 1 ]]; then
       --out) out=${args[i + 1]:-} ;;
       --time-limit) tl=${args[i + 1]:-} ;;
       --seeds) seeds=${args[i + 1]:-} ;;
+      --workloads | --nemeses) only+=("${args[i]}" "${args[i + 1]:-}") ;;
     esac
   done
   if [[ $lanes != 1 ]]; then
@@ -49,7 +51,7 @@ if [[ ${SHOAL_JEPSEN_INNER:-} != 1 ]]; then
     ((all)) || { echo "jepsen: --jobs goes with --all" >&2; exit 2; }
     out=${out:-$here/jepsen/store/$(date +%Y%m%d-%H%M%S)}
     mkdir -p "$out" || exit 2
-    pairs=$("$py" "$here/jepsen/harness/jepsen.py" --pairs --seeds "$seeds") || exit 2
+    pairs=$("$py" "$here/jepsen/harness/jepsen.py" --pairs --seeds "$seeds" "${only[@]}") || exit 2
     while read -r w n k; do
       while (($(jobs -rp | wc -l) >= lanes)); do wait -n; done
       "$0" --workload "$w" --nemesis "$n" --seed "$k" --time-limit "$tl" \

@@ -33,7 +33,8 @@ PY = "/usr/bin/python3"
 
 WORKLOADS = ["set", "register", "delete", "search"]
 NEMESES = ["none", "kill-node", "kill-router", "kill-all", "pause",
-           "partition", "isolate", "loss", "clock", "fsync", "disk-full",
+           "partition", "isolate", "loss", "clock", "fsync", "write-errors",
+           "disk-full",
            "moves", "wipe"]
 # Nemeses that prove the checkers see what they must: a run under them must
 # be reported invalid (loss), and counts as passed when it is. Only for the
@@ -42,6 +43,11 @@ NEMESES = ["none", "kill-node", "kill-router", "kill-all", "pause",
 # about to delete, and its run must be valid (nothing comes back).
 CONTROLS = {"wipe"}
 LOSS_CHECKED = {"set", "register", "search"}
+
+# The libfiu calls of the write-errors nemesis (fiu-utils' function list):
+# RocksDB writes its WAL and tables with these; writev/sendmsg, which the
+# node's sockets use, are left alone so that the fault stays on the disk.
+WRITE_CALLS = ("write", "pwrite")
 
 ROUTER_IP = "127.0.0.10"
 NODE_IPS = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
@@ -179,7 +185,7 @@ class Cluster:
                     "--data-dir", os.path.join(data, "db"),
                     "--fsync", "always", "--threads", "2"]
             env = self.clock_env("node%d" % (i + 1))
-            if nemesis == "fsync":
+            if nemesis in ("fsync", "write-errors"):
                 argv = ["fiu-run", "-x"] + argv
             self.nodes.append(Proc("node%d" % (i + 1), argv, run_dir, env,
                                    "%s:9100" % ip))
@@ -491,6 +497,20 @@ def iptables(*args):
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def fiu_ctrl(proc, cmds):
+    """fiu-ctrl's commands to a live process run under fiu-run. It talks
+    through the process's FIFO and would wait for ever on a dead one (a
+    node that died of an injected fault): skip those, and bound the rest."""
+    if not proc.alive():
+        return
+    try:
+        subprocess.run(["fiu-ctrl"] + cmds + [str(proc.p.pid)],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=5, check=False)
+    except subprocess.TimeoutExpired:
+        log("fiu-ctrl: %s did not answer within 5 s" % proc.name)
+
+
 class Nemesis:
     """Starts and stops one kind of fault on a seeded schedule; heal()
     undoes every fault, whatever its state."""
@@ -566,9 +586,22 @@ class Nemesis:
             self.record("start", target=p.name, offset_s=off)
         elif k == "fsync":
             n = self.node()
-            subprocess.run(["fiu-ctrl", "-c",
-                            "enable_random name=posix/io/sync/*,"
-                            "probability=0.5", str(n.p.pid)], check=False)
+            fiu_ctrl(n, ["-c", "enable_random name=posix/io/sync/*,"
+                         "probability=0.5"])
+            self.active = n
+            self.failed_nodes.add(n.name)
+            self.record("start", target=n.name)
+        elif k == "write-errors":
+            # EIO from write/pwrite, or a short write, now and then: in
+            # RocksDB's WAL and table files (and the node's log lines)
+            n = self.node()
+            cmds = []
+            for f in WRITE_CALLS:
+                cmds += ["-c", "enable_random name=posix/io/rw/%s,"
+                         "probability=0.05" % f,
+                         "-c", "enable_random name=posix/io/rw/%s/reduce,"
+                         "probability=0.05" % f]
+            fiu_ctrl(n, cmds)
             self.active = n
             self.failed_nodes.add(n.name)
             self.record("start", target=n.name)
@@ -616,9 +649,14 @@ class Nemesis:
         elif k == "clock":
             self.set_clock(a.name, "+0")
             self.record("stop", target=a.name)
-        elif k == "fsync":
-            subprocess.run(["fiu-ctrl", "-c", "disable name=posix/io/sync/*",
-                            str(a.p.pid)], check=False)
+        elif k in ("fsync", "write-errors"):
+            if k == "fsync":
+                off = ["-c", "disable name=posix/io/sync/*"]
+            else:
+                off = [x for f in WRITE_CALLS for x in (
+                    "-c", "disable name=posix/io/rw/%s" % f,
+                    "-c", "disable name=posix/io/rw/%s/reduce" % f)]
+            fiu_ctrl(a, off)
             # a commit that failed leaves its partition refusing
             # everything until the node reopens its store
             a.kill()
@@ -860,7 +898,8 @@ def budget(args):
     if args.ci:
         return sum(s for _, _, s in CI_SAMPLE) + 150 * len(CI_SAMPLE)
     if args.all:
-        n = len(WORKLOADS) * (len(NEMESES)) * len(args.seeds.split(","))
+        n = len(args.workloads) * len(args.nemeses) * len(
+            args.seeds.split(","))
         return n * (args.time_limit + 150)
     return args.time_limit + 300
 
@@ -878,6 +917,10 @@ def main():
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--budget", action="store_true",
                     help=argparse.SUPPRESS)
+    ap.add_argument("--workloads", default=",".join(WORKLOADS),
+                    help="--all: only these (comma-separated)")
+    ap.add_argument("--nemeses", default=",".join(NEMESES),
+                    help="--all: only these (comma-separated)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="--all in this many lanes (run.sh)")
     ap.add_argument("--pairs", action="store_true", help=argparse.SUPPRESS)
@@ -885,6 +928,12 @@ def main():
     ap.add_argument("--table", metavar="DIR",
                     help="print a markdown table of the results under DIR")
     args = ap.parse_args()
+    args.workloads = args.workloads.split(",")
+    args.nemeses = args.nemeses.split(",")
+    for x, known in ((args.workloads, WORKLOADS), (args.nemeses, NEMESES)):
+        bad = [v for v in x if v not in known]
+        if bad:
+            ap.error("unknown: %s" % ", ".join(bad))
     if args.list:
         print("workloads: " + " ".join(WORKLOADS))
         print("nemeses: " + " ".join(NEMESES))
@@ -893,8 +942,8 @@ def main():
         # the matrix, one "workload nemesis seed" per line (run.sh --jobs)
         # (seed by seed, so that a cut-short matrix has whole seeds)
         for k in args.seeds.split(","):
-            for w in WORKLOADS:
-                for n in NEMESES:
+            for w in args.workloads:
+                for n in args.nemeses:
                     print(w, n, int(k))
         return 0
     if args.summarize:
@@ -911,8 +960,8 @@ def main():
     if args.ci:
         runs = [(w, n, s, 1) for w, n, s in CI_SAMPLE]
     elif args.all:
-        runs = [(w, n, args.time_limit, int(k)) for w in WORKLOADS
-                for n in NEMESES for k in args.seeds.split(",")]
+        runs = [(w, n, args.time_limit, int(k)) for w in args.workloads
+                for n in args.nemeses for k in args.seeds.split(",")]
     else:
         runs = [(args.workload, args.nemesis, args.time_limit, args.seed)]
     results = []
