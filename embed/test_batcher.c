@@ -129,6 +129,21 @@ static void start_clients(struct client *cs, int from, int to, embed_batcher *b,
 	}
 }
 
+/* Stops and joins clients [0, n): each got every answer right. Returns
+ * the requests they made. */
+static int stop_clients(struct client *cs, int n, atomic_bool *stop)
+{
+	int requests = 0;
+	atomic_store(stop, true);
+	for (int i = 0; i < n; i++) {
+		pthread_join(cs[i].th, NULL);
+		assert_int_equal(cs[i].errors, 0);
+		assert_int_equal(cs[i].wrong, 0);
+		requests += cs[i].requests;
+	}
+	return requests;
+}
+
 static void wait_passes(int n)
 {
 	while (atomic_load(&npasses) < n)
@@ -154,14 +169,7 @@ static void test_closed_loop_fills_batches_after_a_pass(void **st)
 	wait_passes(1); /* the first half's pass is running */
 	start_clients(cs, CLIENTS / 2, CLIENTS, b, &stop);
 	wait_passes(PASSES);
-	atomic_store(&stop, true);
-	int requests = 0, full = 0, later = 0;
-	for (int i = 0; i < CLIENTS; i++) {
-		pthread_join(cs[i].th, NULL);
-		assert_int_equal(cs[i].errors, 0);
-		assert_int_equal(cs[i].wrong, 0);
-		requests += cs[i].requests;
-	}
+	int requests = stop_clients(cs, CLIENTS, &stop), full = 0, later = 0;
 	embed_batcher_free(b);
 	/* Pass 0 is the first half alone; from pass 1 on (the second half,
 	 * queued behind it, joined by the answered first half) the batches
@@ -189,12 +197,7 @@ static void test_idle_model_waits_for_company(void **st)
 	struct client cs[CLIENTS];
 	start_clients(cs, 0, CLIENTS, b, &stop);
 	wait_passes(PASSES);
-	atomic_store(&stop, true);
-	for (int i = 0; i < CLIENTS; i++) {
-		pthread_join(cs[i].th, NULL);
-		assert_int_equal(cs[i].errors, 0);
-		assert_int_equal(cs[i].wrong, 0);
-	}
+	stop_clients(cs, CLIENTS, &stop);
 	embed_batcher_free(b);
 	int full = 0;
 	for (int p = 1; p < PASSES; p++)
