@@ -716,13 +716,6 @@ static void *fake_server(void *arg)
 	}
 }
 
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void test_malformed_responses_are_errors_not_crashes(void **s)
 {
 	nng_listener l;
@@ -774,9 +767,9 @@ static void test_malformed_responses_are_errors_not_crashes(void **s)
 	atomic_store(&fake_mode, FK_SILENT);
 	o.timeout_ms = 200;
 	shoal_search_result *r;
-	double t0 = now_s();
+	double t0 = np_now_s();
 	assert_int_equal(shoal_search(c, "x", v, DIM, &o, &r), SHOAL_ETIMEDOUT);
-	double took = now_s() - t0;
+	double took = np_now_s() - t0;
 	assert_true(took >= 0.15 && took < 1.5);
 	shoal_close(c);
 	nng_close(fake_sock);

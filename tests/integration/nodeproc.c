@@ -48,10 +48,17 @@ void np_rmrf(const char *dir)
 	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-static void sleep_ms(int ms)
+void np_sleep_ms(int ms)
 {
 	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
 	nanosleep(&ts, NULL);
+}
+
+double np_now_s(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
 static int read_ready(nodeproc *p)
@@ -146,7 +153,7 @@ int np_spawn(nodeproc *p, const char *bin_env, const char *name,
 				    p->log);
 			return -1;
 		}
-		sleep_ms(10);
+		np_sleep_ms(10);
 	}
 	np_stop(p, SIGKILL);
 	return -1;
@@ -163,7 +170,7 @@ int np_stop(nodeproc *p, int sig)
 			p->pid = 0;
 			return st;
 		}
-		sleep_ms(5);
+		np_sleep_ms(5);
 	}
 	kill(p->pid, SIGKILL);
 	waitpid(p->pid, &st, 0);
@@ -246,7 +253,7 @@ int np_start_etcd(nodeproc *p, const char *dir)
 				p->pid = 0;
 				break;
 			}
-			sleep_ms(50);
+			np_sleep_ms(50);
 		}
 		np_stop(p, SIGKILL);
 	}

@@ -25,6 +25,10 @@ void np_tmpdir(char *buf, size_t cap);
 /* rm -rf dir. */
 void np_rmrf(const char *dir);
 
+/* Sleeps ms milliseconds; seconds on the monotonic clock. */
+void np_sleep_ms(int ms);
+double np_now_s(void);
+
 /* Starts $SHOAL_NODE_BIN on data_dir with --listen tcp://127.0.0.1:0,
  * --metrics 127.0.0.1:0 and extra flags (NULL-terminated, may be NULL),
  * logging to data_dir/../<name>.log, and waits (up to 60 s) until it

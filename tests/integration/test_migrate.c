@@ -30,19 +30,6 @@ static char tmp[512], dir_a[600], dir_b[600];
 static nodeproc na, nb;
 static sh_rpc *ca, *cb;
 
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
-}
-
-static double now_s(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 static void vec_of(uint64_t id, uint64_t version, float *v)
 {
 	for (int d = 0; d < DIM; d++)
@@ -135,7 +122,7 @@ static int migrate_code(sh_rpc *c, Shoal__V1__MigrateAction act, uint64_t move,
 /* Polls STATUS until the copy is READY (fails the test after 120 s). */
 static void wait_ready(sh_rpc *c, uint64_t move, uint32_t lo, uint32_t hi)
 {
-	double t0 = now_s();
+	double t0 = np_now_s();
 	for (;;) {
 		Shoal__V1__Response *rs =
 		    migrate(c, SHOAL__V1__MIGRATE_ACTION__STATUS, move, lo, hi,
@@ -147,8 +134,8 @@ static void wait_ready(sh_rpc *c, uint64_t move, uint32_t lo, uint32_t hi)
 		sh_wire_free_response(rs);
 		if (st == SHOAL__V1__MIGRATE_STATE__MIGRATE_READY)
 			return;
-		assert_true(now_s() - t0 < 120);
-		sleep_ms(20);
+		assert_true(np_now_s() - t0 < 120);
+		np_sleep_ms(20);
 	}
 }
 
@@ -288,7 +275,7 @@ static void *writer(void *arg)
 			if (rc != SH_EMOVED) /* no answer: unknown outcome */
 				return (void *)2;
 			atomic_fetch_add(&writes_moved, 1);
-			sleep_ms(2);
+			np_sleep_ms(2);
 			if (atomic_load(&writer_stop))
 				break;
 		}
@@ -389,7 +376,7 @@ static void test_move_loses_no_acknowledged_write(void **state)
 			 SH_OK);
 	pthread_t w;
 	assert_int_equal(pthread_create(&w, NULL, writer, NULL), 0);
-	sleep_ms(100);
+	np_sleep_ms(100);
 	assert_int_equal(migrate_code(ca, SHOAL__V1__MIGRATE_ACTION__START, 1,
 				      cut_lo, cut_hi, 2, nb.url),
 			 SH_OK);
@@ -403,12 +390,12 @@ static void test_move_loses_no_acknowledged_write(void **state)
 	search_all(cb, cut_lo, cut_hi, &inside);
 	assert_false(inside);
 	assert_true(held(cb, cut_lo, cut_hi) > 0);
-	sleep_ms(300); /* writes keep coming and are replayed */
+	np_sleep_ms(300); /* writes keep coming and are replayed */
 	assert_int_equal(migrate_code(ca, SHOAL__V1__MIGRATE_ACTION__FENCE, 1,
 				      cut_lo, cut_hi, 0, NULL),
 			 SH_OK);
 	uint64_t moved0 = atomic_load(&writes_moved);
-	sleep_ms(100);
+	np_sleep_ms(100);
 	assert_true(atomic_load(&writes_moved) > moved0); /* fenced */
 	assert_int_equal(migrate_code(ca, SHOAL__V1__MIGRATE_ACTION__HANDOFF, 1,
 				      cut_lo, cut_hi, 0, NULL),
@@ -427,7 +414,7 @@ static void test_move_loses_no_acknowledged_write(void **state)
 			 SH_OK);
 	assert_int_equal(set_slots(cb, 2, 2, cut_lo, cut_hi, false), SH_OK);
 	atomic_store(&switched, true);
-	sleep_ms(300);
+	np_sleep_ms(300);
 	atomic_store(&writer_stop, true);
 	void *wr;
 	pthread_join(w, &wr);
@@ -501,7 +488,7 @@ static void test_abort_leaves_no_trace(void **state)
 	assert_int_equal(migrate_code(ca, SHOAL__V1__MIGRATE_ACTION__START, 8,
 				      lo, hi, 2, nb.url),
 			 SH_OK);
-	double t0 = now_s();
+	double t0 = np_now_s();
 	for (;;) {
 		Shoal__V1__Response *rs = migrate(
 		    ca, SHOAL__V1__MIGRATE_ACTION__STATUS, 8, lo, hi, 0, NULL);
@@ -511,8 +498,8 @@ static void test_abort_leaves_no_trace(void **state)
 		sh_wire_free_response(rs);
 		if (refused)
 			break;
-		assert_true(now_s() - t0 < 30);
-		sleep_ms(20);
+		assert_true(np_now_s() - t0 < 30);
+		np_sleep_ms(20);
 	}
 	assert_int_equal(held(cb, lo, hi), 0);
 	assert_int_equal(migrate_code(ca,
@@ -536,7 +523,7 @@ static void test_source_restart_starts_over(void **state)
 	assert_int_equal(migrate_code(ca, SHOAL__V1__MIGRATE_ACTION__START, 3,
 				      lo, hi, 2, nb.url),
 			 SH_OK);
-	sleep_ms(5);
+	np_sleep_ms(5);
 	sh_rpc_close(ca);
 	np_stop(&na, SIGKILL);
 	start_node(&na, dir_a);

@@ -57,19 +57,6 @@ static char node_url[MAXN][512], router_url[512], router2_url[512];
 static int nnodes;
 static bool use_etcd;
 
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
-}
-
-static double now_s(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 static void vec_of(uint64_t id, uint64_t version, float *v)
 {
 	uint64_t x =
@@ -371,7 +358,7 @@ static void *writer(void *arg)
 		struct idstate *s = &ids[id];
 		uint64_t ver = ++s->next;
 		int code = write_point(c, id, ver, del);
-		sleep_ms(1); /* a steady load, not a flood of the 2 cores */
+		np_sleep_ms(1); /* a steady load, not a flood of the 2 cores */
 		if (code == SH_OK) {
 			s->acked = ver;
 			s->acked_live = !del;
@@ -385,7 +372,7 @@ static void *writer(void *arg)
 			s->unknown = ver;
 			s->unknown_live = !del;
 			atomic_fetch_add(&n_unknown, 1);
-			sleep_ms(20);
+			np_sleep_ms(20);
 		}
 	}
 	sh_rpc_close(c);
@@ -433,7 +420,7 @@ static void *searcher(void *arg)
 		if (!rs || rs->code) {
 			atomic_fetch_add(&n_search_err, 1);
 			sh_wire_free_response(rs);
-			sleep_ms(10);
+			np_sleep_ms(10);
 			continue;
 		}
 		if (!covers_all(rs->search)) {
@@ -453,7 +440,7 @@ static void *searcher(void *arg)
 						    ->id->num);
 				}
 		sh_wire_free_response(rs);
-		sleep_ms(3);
+		np_sleep_ms(3);
 	}
 	sh_rpc_close(c);
 	return NULL;
@@ -474,7 +461,7 @@ static void *prober(void *arg)
 		if (!rs || rs->code) {
 			atomic_fetch_add(&n_probe_err, 1);
 			sh_wire_free_response(rs);
-			sleep_ms(10);
+			np_sleep_ms(10);
 			continue;
 		}
 		const Shoal__V1__QueryHits *h = rs->search->results[0];
@@ -486,7 +473,7 @@ static void *prober(void *arg)
 				h->n_hits ? "another point" : "nothing");
 		}
 		sh_wire_free_response(rs);
-		sleep_ms(5);
+		np_sleep_ms(5);
 	}
 	sh_rpc_close(c);
 	return NULL;
@@ -506,10 +493,10 @@ static void write_late(sh_rpc *c, uint32_t first, uint32_t last)
 	while (slot_of(id) < first || slot_of(id) > last)
 		id++;
 	next = id + 1;
-	double t0 = now_s();
+	double t0 = np_now_s();
 	while (write_point(c, id, 1, false) != SH_OK) {
-		assert_true(now_s() - t0 < 30);
-		sleep_ms(20);
+		assert_true(np_now_s() - t0 < 30);
+		np_sleep_ms(20);
 	}
 	assert_true(nlate < 256);
 	late[nlate++] = id;
@@ -546,7 +533,7 @@ static double t_start;
 
 static void load_start(void)
 {
-	t_start = now_s();
+	t_start = np_now_s();
 	atomic_store(&n_acked, 0);
 	atomic_store(&n_refused, 0);
 	atomic_store(&n_unknown, 0);
@@ -705,7 +692,8 @@ static void report(const char *what)
 	    "%s (%.1f s): writes %llu acknowledged, %llu refused, %llu "
 	    "unknown; searches %llu (%llu failed explicitly); "
 	    "probes %llu (%llu failed explicitly)\n",
-	    what, now_s() - t_start, (unsigned long long)atomic_load(&n_acked),
+	    what, np_now_s() - t_start,
+	    (unsigned long long)atomic_load(&n_acked),
 	    (unsigned long long)atomic_load(&n_refused),
 	    (unsigned long long)atomic_load(&n_unknown),
 	    (unsigned long long)atomic_load(&n_search),
@@ -802,14 +790,14 @@ static int teardown(void **state)
 static void test_grow_drain_abort_under_load(void **state)
 {
 	load_start();
-	sleep_ms(300);
+	np_sleep_ms(300);
 	assert_int_equal(shoalctl(NULL, "add-node", node_url[3], NULL), 0);
-	print_message("  %5.1f s: node 4 added\n", now_s() - t_start);
+	print_message("  %5.1f s: node 4 added\n", np_now_s() - t_start);
 	/* throttled, so that writes race the copy */
 	assert_int_equal(shoalctl(NULL, "rebalance", "--grace-ms", "300",
 				  "--max-rate", "300K", NULL),
 			 0);
-	print_message("  %5.1f s: rebalanced\n", now_s() - t_start);
+	print_message("  %5.1f s: rebalanced\n", np_now_s() - t_start);
 	sh_rpc *c = dial_router(30000);
 	uint32_t owner[SH_SLOTS];
 	map_owners(c, owner);
@@ -817,14 +805,14 @@ static void test_grow_drain_abort_under_load(void **state)
 	for (uint32_t s = 0; s < SH_SLOTS; s++)
 		on4 += owner[s] == 4;
 	assert_true(on4 > SH_SLOTS / 8); /* node 4 took its share */
-	sleep_ms(200);
+	np_sleep_ms(200);
 	assert_int_equal(shoalctl(NULL, "drain", "4", "--grace-ms", "300",
 				  "--max-rate", "300K", NULL),
 			 0);
 	map_owners(c, owner);
 	for (uint32_t s = 0; s < SH_SLOTS; s++)
 		assert_int_not_equal(owner[s], 4);
-	print_message("  %5.1f s: node 4 drained\n", now_s() - t_start);
+	print_message("  %5.1f s: node 4 drained\n", np_now_s() - t_start);
 	assert_int_equal(shoalctl(NULL, "remove-node", "4", NULL), 0);
 	/* half way: a throttled move, its coordinator killed while it
 	 * copies, then aborted */
@@ -835,26 +823,26 @@ static void test_grow_drain_abort_under_load(void **state)
 	snprintf(to_s, sizeof(to_s), "%u", to);
 	shoalctl(&bg, "move-slots", "0-4095", "--to", to_s, "--max-rate", "20K",
 		 NULL);
-	double t0 = now_s();
+	double t0 = np_now_s();
 	uint64_t mid;
 	int st;
 	while ((st = current_move(c, &mid, NULL, NULL, NULL)) !=
 	       SHOAL__V1__MOVE_STATE__MOVE_COPYING) {
-		assert_true(now_s() - t0 < 30);
-		sleep_ms(20);
+		assert_true(np_now_s() - t0 < 30);
+		np_sleep_ms(20);
 	}
-	sleep_ms(200);
+	np_sleep_ms(200);
 	kill(bg, SIGKILL);
 	waitpid(bg, NULL, 0);
 	print_message("  %5.1f s: coordinator killed while copying\n",
-		      now_s() - t_start);
+		      np_now_s() - t_start);
 	assert_int_equal(shoalctl(NULL, "abort", NULL), 0);
-	print_message("  %5.1f s: aborted\n", now_s() - t_start);
+	print_message("  %5.1f s: aborted\n", np_now_s() - t_start);
 	assert_int_equal(current_move(c, &mid, NULL, NULL, NULL), 0);
 	map_owners(c, owner);
 	assert_int_equal(owner[0], from_owner); /* nothing moved */
 	sh_rpc_close(c);
-	sleep_ms(300);
+	np_sleep_ms(300);
 	load_stop();
 	report("grow, drain, abort");
 	check_final_state();
@@ -883,14 +871,14 @@ static int node_index(uint32_t id)
  * test is the coordinator here, so that it knows the step exactly. */
 static void advance_to(sh_rpc *c, int until)
 {
-	double t0 = now_s();
+	double t0 = np_now_s();
 	for (;;) {
 		uint64_t id;
 		int copy;
 		int st = current_move(c, &id, NULL, NULL, &copy);
 		if (st < 0) {
-			sleep_ms(50); /* the router is coming back */
-			assert_true(now_s() - t0 < 120);
+			np_sleep_ms(50); /* the router is coming back */
+			assert_true(np_now_s() - t0 < 120);
 			continue;
 		}
 		if (st == 0 || st >= until)
@@ -902,8 +890,8 @@ static void advance_to(sh_rpc *c, int until)
 			print_message("  advance from %d: %s (%s)\n", st, msg,
 				      sh_errname(rc));
 		if (rc)
-			sleep_ms(50);
-		assert_true(now_s() - t0 < 120);
+			np_sleep_ms(50);
+		assert_true(np_now_s() - t0 < 120);
 	}
 }
 
@@ -916,7 +904,7 @@ static void kill_and_restart(enum victim v, uint32_t from, uint32_t to,
 	case V_TARGET: {
 		int i = node_index(v == V_SOURCE ? from : to);
 		np_stop(&nodes[i], SIGKILL);
-		sleep_ms(50);
+		np_sleep_ms(50);
 		start_node(i);
 		break;
 	}
@@ -974,15 +962,16 @@ static void test_kill_at_every_step(void **state)
 					    c,
 					    SHOAL__V1__MOVE_STATE__MOVE_COPYING);
 					int copy = 0;
-					double t0 = now_s();
+					double t0 = np_now_s();
 					while (
 					    current_move(c, &id, NULL, NULL,
 							 &copy) ==
 						SHOAL__V1__MOVE_STATE__MOVE_COPYING &&
 					    copy !=
 						SHOAL__V1__MIGRATE_STATE__MIGRATE_READY) {
-						assert_true(now_s() - t0 < 60);
-						sleep_ms(10);
+						assert_true(np_now_s() - t0 <
+							    60);
+						np_sleep_ms(10);
 					}
 					write_late(c, first, last);
 				}
@@ -994,7 +983,7 @@ static void test_kill_at_every_step(void **state)
 				    at >= SHOAL__V1__MOVE_STATE__MOVE_SWITCHED;
 				print_message("  %5.1f s: move %u-%u %u->%u at "
 					      "%d, %s killed: %s\n",
-					      now_s() - t_start, first, last,
+					      np_now_s() - t_start, first, last,
 					      from, to, at, victim_names[v],
 					      resume ? "resume" : "abort");
 				if (v == V_COORD) {
@@ -1010,7 +999,7 @@ static void test_kill_at_every_step(void **state)
 				} else {
 					char msg[512];
 					int rc;
-					double t1 = now_s();
+					double t1 = np_now_s();
 					while ((
 					    rc = job_simple(
 						c,
@@ -1018,15 +1007,16 @@ static void test_kill_at_every_step(void **state)
 						0, 0, msg, sizeof(msg)))) {
 						print_message("  abort: %s\n",
 							      msg);
-						assert_true(now_s() - t1 < 60);
-						sleep_ms(200);
+						assert_true(np_now_s() - t1 <
+							    60);
+						np_sleep_ms(200);
 					}
 				}
 				assert_int_equal(
 				    current_move(c, &id, NULL, NULL, NULL), 0);
 			}
 	sh_rpc_close(c);
-	sleep_ms(200);
+	np_sleep_ms(200);
 	load_stop();
 	report("kills at every step");
 	check_final_state();
@@ -1072,10 +1062,10 @@ static void test_two_routers_share_the_map(void **state)
 				  "--grace-ms", "200", NULL),
 			 0);
 	uint32_t o1[SH_SLOTS], o2[SH_SLOTS];
-	double t0 = now_s();
+	double t0 = np_now_s();
 	while (map_of(router_url, o1) != map_of(router2_url, o2)) {
-		assert_true(now_s() - t0 < 10); /* the watch */
-		sleep_ms(20);
+		assert_true(np_now_s() - t0 < 10); /* the watch */
+		np_sleep_ms(20);
 	}
 	map_of(router_url, o1);
 	assert_int_equal(o1[0], 3);
@@ -1118,13 +1108,13 @@ static void test_two_routers_share_the_map(void **state)
 	np_stop(&router, SIGKILL);
 	assert_int_equal(shoalctl(NULL, "resume", NULL), 0);
 	start_router(NULL); /* it comes back with the map from etcd */
-	t0 = now_s();
+	t0 = np_now_s();
 	while (map_of(router_url, o1) != map_of(router2_url, o2)) {
-		assert_true(now_s() - t0 < 10);
-		sleep_ms(20);
+		assert_true(np_now_s() - t0 < 10);
+		np_sleep_ms(20);
 	}
 	assert_int_equal(o1[SH_SLOTS - 1], to);
-	sleep_ms(200);
+	np_sleep_ms(200);
 	load_stop();
 	report("two routers");
 	check_final_state();

@@ -49,12 +49,6 @@ static nodeproc nodes[NN], router;
 static shoal_client *cl;
 static char node_list[2048];
 
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
-}
-
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static uint64_t rnd(void)
 {
@@ -356,7 +350,7 @@ static void await_state(const char *coll, const struct expect *e, int timeout_s)
 	for (int t = 0; t < timeout_s * 10; t++) {
 		if ((bad = mismatches(coll, e, false)) == 0)
 			return;
-		sleep_ms(100);
+		np_sleep_ms(100);
 	}
 	mismatches(coll, e, true);
 	fail_msg("%s: %" PRIu64 " of %" PRIu64 " ids not as expected after "
@@ -436,7 +430,7 @@ static void test_out_of_order_changes_end_in_the_newest_state(void **state)
 	for (int t = 0;
 	     t < 100 && metric(&w, "shoal_ingest_records_total") < (double)n;
 	     t++)
-		sleep_ms(100);
+		np_sleep_ms(100);
 	assert_true(metric(&w, "shoal_ingest_records_total") == (double)n);
 	assert_true(metric(&w, "shoal_ingest_dead_letters_total") == 0);
 	assert_stops_clean(&w);
@@ -465,7 +459,7 @@ static void test_killed_worker_restarts_and_state_is_exact(void **state)
 		produce(p, "t2", "c2", c + at, m);
 		at += m;
 		assert_int_equal(kt_flush(p, 30000), 0);
-		sleep_ms(100 + (int)(rnd() % 900));
+		np_sleep_ms(100 + (int)(rnd() % 900));
 		np_stop(&w, SIGKILL);
 		start_worker(&w, "w2", "t2", "g2");
 	}
@@ -497,7 +491,7 @@ static void test_two_workers_one_leaves(void **state)
 	for (int t = 0; t < 300 && !(assigned(&a) > 0 && assigned(&b) > 0 &&
 				     assigned(&a) + assigned(&b) == 4);
 	     t++)
-		sleep_ms(100);
+		np_sleep_ms(100);
 	assert_true(assigned(&a) > 0 && assigned(&b) > 0);
 	produce(p, "t3", "c3", c, n / 2);
 	assert_int_equal(kt_flush(p, 30000), 0);
@@ -506,7 +500,7 @@ static void test_two_workers_one_leaves(void **state)
 	     t < 200 && (metric(&a, "shoal_ingest_consumed_total") <= 0 ||
 			 metric(&b, "shoal_ingest_consumed_total") <= 0);
 	     t++)
-		sleep_ms(100);
+		np_sleep_ms(100);
 	assert_true(metric(&a, "shoal_ingest_consumed_total") > 0);
 	assert_true(metric(&b, "shoal_ingest_consumed_total") > 0);
 	/* one leaves mid-stream (a clean stop: it commits and leaves) */
@@ -634,14 +628,14 @@ static void test_node_down_worker_pauses_and_catches_up(void **state)
 	for (int t = 0;
 	     t < 100 && metric(&w, "shoal_ingest_write_retries_total") <= 0;
 	     t++)
-		sleep_ms(100);
+		np_sleep_ms(100);
 	assert_true(metric(&w, "shoal_ingest_write_retries_total") > 0);
 	/* the partitions waiting on the dead node fill up and pause */
 	for (int t = 0; t < 100 && metric(&w, "shoal_ingest_pauses_total") <= 0;
 	     t++)
-		sleep_ms(100);
+		np_sleep_ms(100);
 	assert_true(metric(&w, "shoal_ingest_pauses_total") > 0);
-	sleep_ms(1000);
+	np_sleep_ms(1000);
 	/* back on its data: the worker catches up, nothing lost */
 	char dir[700];
 	snprintf(dir, sizeof(dir), "%s", nodes[1].data_dir);
@@ -715,7 +709,7 @@ static void test_texts_are_embedded_on_the_way_in(void **state)
 				break;
 			shoal_points_free(pts);
 			pts = NULL;
-			sleep_ms(100);
+			np_sleep_ms(100);
 		}
 		assert_non_null(pts);
 		assert_int_equal(pts->n, 1);
