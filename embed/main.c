@@ -130,10 +130,6 @@ int main(int argc, char **argv)
 	    {"listen", SH_FLAG_STR, &c.listen,
 	     "nng URL to serve requests on (port 0: any free port)", NULL, 0,
 	     0},
-	    {"metrics", SH_FLAG_STR, &c.metrics,
-	     "IPV4:PORT of the HTTP listener for /metrics and /healthz "
-	     "(\"\" for none)",
-	     NULL, 0, 0},
 	    {"model", SH_FLAG_LIST, &c.model,
 	     "NAME=DIR of a sentence-transformers model; repeat the flag (or "
 	     "give NAME=DIR,NAME=DIR) for several; the first is the default. "
@@ -171,26 +167,12 @@ int main(int argc, char **argv)
 	     "worker threads, each holding one request while it waits for its "
 	     "batch (0: 2 x max batch, at least 64)",
 	     NULL, 0, 4096},
-	    {"max-message", SH_FLAG_SIZE, &c.max_message,
-	     "largest request accepted (bigger: ETOOBIG)", NULL, 4096,
-	     (int64_t)1 << 31},
-	    {"drain-ms", SH_FLAG_INT, &c.drain_ms,
-	     "on SIGTERM/SIGINT, how long requests in flight may take to "
-	     "finish",
-	     NULL, 0, 600000},
 	    {"data-dir", SH_FLAG_STR, &c.data_dir,
 	     "unused (shoal-embed keeps no data); accepted so that scripts "
 	     "start every shoal server alike",
 	     NULL, 0, 0},
-	    {"ready-file", SH_FLAG_STR, &c.ready_file,
-	     "once serving, write listen=URL, metrics=URL and pid=N here "
-	     "(for scripts and tests that bind port 0)",
-	     NULL, 0, 0},
-	    {"log-level", SH_FLAG_STR, &c.log_level, "debug|info|warn|error",
-	     NULL, 0, 0},
-	    {"config", SH_FLAG_STR, &c.config,
-	     "file of `name = value` lines, read before the command line", NULL,
-	     0, 0},
+	    SH_SERVER_FLAGS(&c.metrics, &c.max_message, &c.drain_ms,
+			    &c.ready_file, &c.log_level, &c.config),
 	};
 	size_t nflags = sizeof(flags) / sizeof(flags[0]);
 	char err[512];

@@ -153,10 +153,6 @@ int main(int argc, char **argv)
 	    {"data-dir", SH_FLAG_STR, &c.data_dir,
 	     "directory of the node's RocksDB (created if missing)", NULL, 0,
 	     0},
-	    {"metrics", SH_FLAG_STR, &c.metrics,
-	     "IPV4:PORT of the HTTP listener for /metrics and /healthz "
-	     "(\"\" for none)",
-	     NULL, 0, 0},
 	    {"fsync", SH_FLAG_CHOICE, &c.fsync,
 	     "when writes reach the disk: always (every acknowledged write, "
 	     "group commit), batch (every --fsync-interval-ms), never (the "
@@ -167,9 +163,6 @@ int main(int argc, char **argv)
 	    {"threads", SH_FLAG_INT, &c.threads,
 	     "worker threads for writes and scans (reads run on nng's threads)",
 	     NULL, 1, 1024},
-	    {"max-message", SH_FLAG_SIZE, &c.max_message,
-	     "largest request accepted (bigger: ETOOBIG)", NULL, 4096,
-	     (int64_t)1 << 31},
 	    {"max-batch", SH_FLAG_INT, &c.max_batch,
 	     "most points per upsert and ids per get/delete", NULL, 1, 1000000},
 	    {"vacuum-interval-ms", SH_FLAG_INT, &c.vacuum_interval_ms,
@@ -179,19 +172,8 @@ int main(int argc, char **argv)
 	     NULL, 0, 0},
 	    {"block-cache-mib", SH_FLAG_INT, &c.block_cache_mib,
 	     "RocksDB block cache", NULL, 8, 1 << 20},
-	    {"drain-ms", SH_FLAG_INT, &c.drain_ms,
-	     "on SIGTERM/SIGINT, how long requests in flight may take to "
-	     "finish",
-	     NULL, 0, 600000},
-	    {"ready-file", SH_FLAG_STR, &c.ready_file,
-	     "once serving, write listen=URL, metrics=URL and pid=N here "
-	     "(for scripts and tests that bind port 0)",
-	     NULL, 0, 0},
-	    {"log-level", SH_FLAG_STR, &c.log_level, "debug|info|warn|error",
-	     NULL, 0, 0},
-	    {"config", SH_FLAG_STR, &c.config,
-	     "file of `name = value` lines, read before the command line", NULL,
-	     0, 0},
+	    SH_SERVER_FLAGS(&c.metrics, &c.max_message, &c.drain_ms,
+			    &c.ready_file, &c.log_level, &c.config),
 	};
 	size_t nflags = sizeof(flags) / sizeof(flags[0]);
 	char err[512];

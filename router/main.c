@@ -85,10 +85,6 @@ int main(int argc, char **argv)
 	     "comma-separated node URLs: the first map, when data-dir has "
 	     "none (slots split evenly)",
 	     NULL, 0, 0},
-	    {"metrics", SH_FLAG_STR, &metrics,
-	     "IPV4:PORT of the HTTP listener for /metrics and /healthz (\"\" "
-	     "for none)",
-	     NULL, 0, 0},
 	    {"threads", SH_FLAG_INT, &threads,
 	     "worker threads (each waits for nodes while a request is in "
 	     "flight)",
@@ -99,20 +95,8 @@ int main(int argc, char **argv)
 	     NULL, 1, 3600000},
 	    {"write-timeout-ms", SH_FLAG_INT, &write_ms,
 	     "default deadline of a node call for writes", NULL, 1, 3600000},
-	    {"max-message", SH_FLAG_SIZE, &max_message,
-	     "largest request accepted (bigger: ETOOBIG)", NULL, 4096,
-	     (int64_t)1 << 31},
-	    {"drain-ms", SH_FLAG_INT, &drain_ms,
-	     "on SIGTERM/SIGINT, how long requests in flight may take", NULL, 0,
-	     600000},
-	    {"ready-file", SH_FLAG_STR, &ready_file,
-	     "once serving, write listen=URL, metrics=URL and pid=N here", NULL,
-	     0, 0},
-	    {"log-level", SH_FLAG_STR, &log_level, "debug|info|warn|error",
-	     NULL, 0, 0},
-	    {"config", SH_FLAG_STR, &config,
-	     "file of `name = value` lines, read before the command line", NULL,
-	     0, 0},
+	    SH_SERVER_FLAGS(&metrics, &max_message, &drain_ms, &ready_file,
+			    &log_level, &config),
 	};
 	size_t nflags = sizeof(flags) / sizeof(flags[0]);
 	char err[512];

@@ -47,6 +47,30 @@ typedef struct sh_flag {
 	int64_t min, max;    /* INT, SIZE: allowed range when min < max */
 } sh_flag;
 
+/* The flags every shoal server (node, router, embed) takes alike, at the
+ * end of its table; each points at that server's own variable. */
+/* clang-format off */
+#define SH_SERVER_FLAGS(metrics, max_message, drain_ms, ready_file,         \
+			log_level, config)                                   \
+	{"metrics", SH_FLAG_STR, (metrics),                                  \
+	 "IPV4:PORT of the HTTP listener for /metrics and /healthz "         \
+	 "(\"\" for none)", NULL, 0, 0},                                      \
+	{"max-message", SH_FLAG_SIZE, (max_message),                         \
+	 "largest request accepted (bigger: ETOOBIG)", NULL, 4096,           \
+	 (int64_t)1 << 31},                                                  \
+	{"drain-ms", SH_FLAG_INT, (drain_ms),                                \
+	 "on SIGTERM/SIGINT, how long requests in flight may take to "       \
+	 "finish", NULL, 0, 600000},                                         \
+	{"ready-file", SH_FLAG_STR, (ready_file),                            \
+	 "once serving, write listen=URL, metrics=URL and pid=N here "       \
+	 "(for scripts and tests that bind port 0)", NULL, 0, 0},            \
+	{"log-level", SH_FLAG_STR, (log_level), "debug|info|warn|error",     \
+	 NULL, 0, 0},                                                        \
+	{"config", SH_FLAG_STR, (config),                                    \
+	 "file of `name = value` lines, read before the command line",       \
+	 NULL, 0, 0}
+/* clang-format on */
+
 /* Parsed state: owns the strings that SH_FLAG_STR variables point at. */
 typedef struct sh_flags sh_flags;
 
