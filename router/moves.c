@@ -18,8 +18,8 @@
  *   FENCED    -> HANDED_OFF  the source serves the slots no more
  *   HANDED_OFF-> SWITCHED    one new map epoch names the target the owner;
  *                            both nodes are told
- *   SWITCHED  -> DONE        after the grace period, the source drops its
- *                            copy
+ *   SWITCHED  -> DONE        after the grace period (monotonic clock), the
+ *                            source drops its copy
  *
  * A source that lost its copy job (it restarted) sends the move back to
  * PREPARED: the copy runs again (versions make that harmless). ABORT
@@ -390,6 +390,8 @@ static int run_step(sh_router *r, const sh_map *m, const sh_map_move *mv,
 			    errlen);
 		if (rc)
 			return rc;
+		r->grace_move = mv->id;
+		r->grace_since_ms = sh_now_us() / 1000;
 		/* The source first (it serves the slots no more anyway),
 		 * then the target; a node missed learns it on its next
 		 * EMOVED. */
@@ -404,8 +406,17 @@ static int run_step(sh_router *r, const sh_map *m, const sh_map_move *mv,
 			mv->to);
 		return SH_OK;
 	case SH_MOVE_SWITCHED: {
-		uint64_t now = wall_ms(),
-			 due = mv->switched_at_ms + m->job.grace_ms;
+		/* Timed on this process's monotonic clock from the switch, or,
+		 * for a move another router (or an earlier run of this one)
+		 * switched, from the first time this one sees it switched: a
+		 * whole grace period then, never less. switched_at_ms (wall
+		 * clock) is for people only. */
+		uint64_t now = sh_now_us() / 1000;
+		if (r->grace_move != mv->id) {
+			r->grace_move = mv->id;
+			r->grace_since_ms = now;
+		}
+		uint64_t due = r->grace_since_ms + m->job.grace_ms;
 		if (now < due)
 			return sh_errf(err, errlen, SH_EBUSY,
 				       "move %llu: grace period, %llu ms left",

@@ -53,6 +53,11 @@ struct sh_router {
 	/* Serialises changes of the map by this router, and the steps of
 	 * slot moves (moves.c). Taken before lock, never while holding it. */
 	pthread_mutex_t admin;
+	/* The switched move whose grace period this router times, and since
+	 * when (sh_now_us() / 1000): the monotonic clock, so that a jump of
+	 * the wall clock cannot cut the grace short. Under admin. */
+	uint64_t grace_move;
+	uint64_t grace_since_ms;
 
 	/* etcd: a thread that watches the map and installs changes. */
 	pthread_t watcher;

@@ -232,6 +232,9 @@ static int job_simple(sh_rpc *c, Shoal__V1__MoveJobAction act, uint64_t move_id,
 	return code;
 }
 
+/* The grace period of the jobs job_start puts in the map. */
+static uint32_t job_grace_ms = 200;
+
 /* Puts a job of one move in the map (the test coordinates it). */
 static void job_start(sh_rpc *c, uint32_t first, uint32_t last, uint32_t from,
 		      uint32_t to, uint64_t max_bps)
@@ -246,7 +249,7 @@ static void job_start(sh_rpc *c, uint32_t first, uint32_t last, uint32_t from,
 	j.moves = &mp;
 	j.n_moves = 1;
 	j.max_bytes_per_sec = max_bps;
-	j.grace_ms = 200;
+	j.grace_ms = job_grace_ms;
 	Shoal__V1__MoveJobRequest jr = SHOAL__V1__MOVE_JOB_REQUEST__INIT;
 	jr.action = SHOAL__V1__MOVE_JOB_ACTION__JOB_START;
 	jr.job = &j;
@@ -1121,6 +1124,73 @@ static void test_two_routers_share_the_map(void **state)
 	check_nodes();
 }
 
+/* Regression (jepsen, clock nemesis review): the grace period between a
+ * switch and the drop of the source's copy was timed on the wall clock,
+ * so a router whose clock jumped forward let the source drop its copy at
+ * once, under searches still in flight there. The router now times it on
+ * its monotonic clock: after a jump of +600 s the move stays switched
+ * until the grace period has really passed. */
+static void test_wall_clock_jump_does_not_cut_the_grace_short(void **state)
+{
+	const char *lib = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+	if (access(lib, R_OK) != 0) {
+		print_message("no libfaketime (Debian's faketime): skipped\n");
+		return;
+	}
+	char clock[600];
+	snprintf(clock, sizeof(clock), "%s/router.faketime", tmp);
+	FILE *f = fopen(clock, "w");
+	assert_non_null(f);
+	fputs("+0\n", f);
+	fclose(f);
+	/* the router again, on a clock of its own */
+	np_stop(&router, SIGTERM);
+	setenv("LD_PRELOAD", lib, 1);
+	setenv("FAKETIME_TIMESTAMP_FILE", clock, 1);
+	setenv("FAKETIME_NO_CACHE", "1", 1);
+	setenv("FAKETIME_DONT_FAKE_MONOTONIC", "1", 1);
+	start_router(NULL);
+	unsetenv("LD_PRELOAD");
+	unsetenv("FAKETIME_TIMESTAMP_FILE");
+	unsetenv("FAKETIME_NO_CACHE");
+	unsetenv("FAKETIME_DONT_FAKE_MONOTONIC");
+
+	uint32_t owner[SH_SLOTS];
+	sh_rpc *c = dial_router(30000);
+	map_owners(c, owner);
+	uint32_t from = owner[0], to = from == 1 ? 2 : 1;
+	job_grace_ms = 4000;
+	job_start(c, 0, 63, from, to, 0);
+	job_grace_ms = 200;
+	advance_to(c, SHOAL__V1__MOVE_STATE__MOVE_SWITCHED);
+	double switched = np_now_s();
+	f = fopen(clock, "w");
+	assert_non_null(f);
+	fputs("+600s\n", f);
+	fclose(f);
+	uint64_t id = 0;
+	assert_int_equal(current_move(c, &id, NULL, NULL, NULL),
+			 SHOAL__V1__MOVE_STATE__MOVE_SWITCHED);
+	char msg[512];
+	int rc =
+	    job_simple(c, SHOAL__V1__MOVE_JOB_ACTION__JOB_ADVANCE, id,
+		       SHOAL__V1__MOVE_STATE__MOVE_SWITCHED, msg, sizeof(msg));
+	/* (a step slower than the grace itself proves nothing: say so) */
+	if (np_now_s() - switched < 3.5) {
+		assert_int_equal(rc, SH_EBUSY);
+		assert_non_null(strstr(msg, "grace period"));
+		assert_int_equal(current_move(c, &id, NULL, NULL, NULL),
+				 SHOAL__V1__MOVE_STATE__MOVE_SWITCHED);
+	} else {
+		print_message("  the step took over 3.5 s: not judged\n");
+	}
+	advance_to(c, SHOAL__V1__MOVE_STATE__MOVE_DONE);
+	assert_true(np_now_s() - switched >= 4.0);
+	map_owners(c, owner);
+	assert_int_equal(owner[0], to);
+	sh_rpc_close(c);
+}
+
 int main(void)
 {
 	if (!getenv("SHOAL_NODE_BIN") || !getenv("SHOAL_ROUTER_BIN") ||
@@ -1136,6 +1206,12 @@ int main(void)
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_two_routers_share_the_map,
 					    setup_etcd, teardown),
+	    cmocka_unit_test_setup_teardown(
+		test_wall_clock_jump_does_not_cut_the_grace_short, setup,
+		teardown),
 	};
+	/* SHOAL_TEST_ONLY=test_name (a glob) runs just that one */
+	if (getenv("SHOAL_TEST_ONLY"))
+		cmocka_set_test_filter(getenv("SHOAL_TEST_ONLY"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
