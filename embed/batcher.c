@@ -42,23 +42,6 @@ struct embed_batcher {
 	struct embed_batcher_stats st;
 };
 
-static void cond_init_mono(pthread_cond_t *cv)
-{
-	pthread_condattr_t a;
-	pthread_condattr_init(&a);
-	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-	pthread_cond_init(cv, &a);
-	pthread_condattr_destroy(&a);
-}
-
-/* Waits on cv until sh_now_us() reaches us (CLOCK_MONOTONIC). */
-static int wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, uint64_t us)
-{
-	struct timespec ts = {.tv_sec = (time_t)(us / 1000000),
-			      .tv_nsec = (long)(us % 1000000) * 1000};
-	return pthread_cond_timedwait(cv, mu, &ts);
-}
-
 static int cmp_row_len(const void *a, const void *b)
 {
 	const struct brow *x = a, *y = b;
@@ -190,7 +173,7 @@ static void *batcher_main(void *arg)
 					    : b->free_us;
 			uint64_t wake = from + b->o.max_delay_us;
 			if (sh_now_us() < wake) {
-				wait_until(&b->cv, &b->mu, wake);
+				sh_cond_wait_until(&b->cv, &b->mu, wake);
 				continue;
 			}
 		}
@@ -255,7 +238,7 @@ int embed_batcher_new(const embed_batcher_opts *o, embed_batcher **out,
 	b->o = *o;
 	b->hidden = o->model->cfg.hidden;
 	pthread_mutex_init(&b->mu, NULL);
-	cond_init_mono(&b->cv);
+	sh_cond_init_mono(&b->cv);
 	size_t mb = (size_t)o->max_batch;
 	b->rows = calloc(mb, sizeof(*b->rows));
 	b->ids = calloc(mb * SH_BERT_MAX_TOKENS, sizeof(*b->ids));
@@ -316,7 +299,7 @@ int embed_batcher_run(embed_batcher *b, embed_job *j, char *err, size_t errlen)
 	j->err[0] = 0;
 	j->next = NULL;
 	j->queued = false;
-	cond_init_mono(&j->cv);
+	sh_cond_init_mono(&j->cv);
 
 	int rc;
 	pthread_mutex_lock(&b->mu);
@@ -356,7 +339,8 @@ int embed_batcher_run(embed_batcher *b, embed_job *j, char *err, size_t errlen)
 			pthread_cond_wait(&j->cv, &b->mu);
 			continue;
 		}
-		if (wait_until(&j->cv, &b->mu, j->deadline_us) == ETIMEDOUT &&
+		if (sh_cond_wait_until(&j->cv, &b->mu, j->deadline_us) ==
+			ETIMEDOUT &&
 		    j->done < j->n && sh_now_us() >= j->deadline_us) {
 			j->rc = SH_ETIMEDOUT;
 			snprintf(j->err, sizeof(j->err),

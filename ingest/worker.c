@@ -939,16 +939,9 @@ static void drain_revoking(sh_ingest *w, int grace_ms)
 			abandoned = true;
 		}
 		pthread_mutex_lock(&w->mu);
-		if (!w->done) {
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 20 * 1000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
-			pthread_cond_timedwait(&w->done_cv, &w->mu, &ts);
-		}
+		if (!w->done)
+			sh_cond_wait_until(&w->done_cv, &w->mu,
+					   sh_now_us() + 20000);
 		pthread_mutex_unlock(&w->mu);
 	}
 }
@@ -1134,7 +1127,7 @@ int sh_ingest_open(const sh_ingest_opts *o, sh_ingest **out, char *err,
 	w->o = *o;
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->jobs_cv, NULL);
-	pthread_cond_init(&w->done_cv, NULL);
+	sh_cond_init_mono(&w->done_cv);
 	int rc = SH_ENOMEM;
 	w->topics = calloc(o->ntopics, sizeof(*w->topics));
 	w->dlqs = calloc(o->ntopics, sizeof(*w->dlqs));

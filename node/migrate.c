@@ -173,21 +173,10 @@ static uint64_t now_us(void)
 	return sh_now_us();
 }
 
-static void cond_init_mono(pthread_cond_t *cv)
-{
-	pthread_condattr_t a;
-	pthread_condattr_init(&a);
-	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-	pthread_cond_init(cv, &a);
-	pthread_condattr_destroy(&a);
-}
-
 /* Waits on j->cv (j->mu held) until sh_now_us() reaches us. */
 static void job_wait_until(struct mig_job *j, uint64_t us)
 {
-	struct timespec ts = {.tv_sec = (time_t)(us / 1000000),
-			      .tv_nsec = (long)(us % 1000000) * 1000};
-	pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+	sh_cond_wait_until(&j->cv, &j->mu, us);
 }
 
 /* Sleeps ms unless the job is stopped meanwhile; true when stopped. */
@@ -786,7 +775,7 @@ static int cmd_start(sh_node *n, struct mig_cmd *c, char *err, size_t errlen)
 	j->t0_us = now_us();
 	j->state = SHOAL__V1__MIGRATE_STATE__MIGRATE_COPYING;
 	pthread_mutex_init(&j->mu, NULL);
-	cond_init_mono(&j->cv);
+	sh_cond_init_mono(&j->cv);
 	rc = sh_rpc_dial(j->target, MIG_SEND_TIMEOUT_MS,
 			 n->o.limits.max_message_bytes, &j->rpc, err, errlen);
 	if (rc) {

@@ -7,6 +7,7 @@
 #ifndef SH_METRICS_H
 #define SH_METRICS_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -72,5 +73,12 @@ void sh_metric_head(FILE *f, const char *name, const char *type,
 
 /* Microseconds on the monotonic clock. */
 uint64_t sh_now_us(void);
+
+/* A condition variable whose timed waits run on that clock, so that a
+ * jump of the wall clock neither stretches nor cuts them; and a wait on
+ * one (mu held) until sh_now_us() reaches us: pthread_cond_timedwait's
+ * code (ETIMEDOUT when the time came). */
+void sh_cond_init_mono(pthread_cond_t *cv);
+int sh_cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, uint64_t us);
 
 #endif
