@@ -239,6 +239,32 @@ class Cluster:
         return all(p.alive() and not p.paused and
                    http_status(p.metrics) == 200 for p in self.procs())
 
+    def diagnose(self, why):
+        """What a stuck cluster looks like, for a run whose final reads did
+        not all succeed: every live process's threads (gdb, where
+        installed) and the namespace's TCP sockets, into logs/."""
+        logs = os.path.join(self.dir, "logs")
+        log("diagnosing (%s): stacks and sockets into %s" % (why, logs))
+        try:
+            with open(os.path.join(logs, "sockets.txt"), "w") as f:
+                subprocess.run(["ss", "-tanoi"], stdout=f,
+                               stderr=subprocess.STDOUT, timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        if not shutil.which("gdb"):
+            return
+        for p in self.procs():
+            if not p.alive():
+                continue
+            try:
+                with open(os.path.join(logs, p.name + ".stacks"), "w") as f:
+                    subprocess.run(["gdb", "-batch", "-p", str(p.p.pid),
+                                    "-ex", "thread apply all bt 30"],
+                                   stdout=f, stderr=subprocess.STDOUT,
+                                   timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+
 
 # ---- Clients and the history ------------------------------------------------
 
@@ -834,11 +860,18 @@ def run_one(workload, nemesis, seconds, seed, out, workers=4):
             if not ok:
                 time.sleep(0.5)
         result["recovered"] = ok
-        # the final reads (part of the history)
+        # the final reads (part of the history), bounded: a cluster that
+        # does not serve them is stuck, and its run fails (below)
         fp = procs["next"] + 1
+        failed, cut = 0, False
+        final_end = time.time() + 150
         for op in wl.final():
+            if time.time() > final_end:
+                cut = True
+                break
             op.setdefault("deadline_ms", 10000)
-            for attempt in range(5):
+            done = False
+            for attempt in range(5 if not failed else 1):
                 history.add(dict(op, process=fp, type="invoke", final=True))
                 res = probe.call(op)
                 comp = dict(op, process=fp, type=res.get("type", "info"),
@@ -851,8 +884,16 @@ def run_one(workload, nemesis, seconds, seed, out, workers=4):
                     fp += 1
                 if comp["type"] == "ok" and (op["f"] != "search" or
                                               comp.get("complete")):
+                    done = True
                     break
                 time.sleep(1)
+            if not done:
+                failed += 1
+                if failed == 1:  # keep the evidence while it lasts
+                    cluster.diagnose("a final read failed")
+        result["final_failed"] = failed
+        if cut:
+            result["final_cut"] = True
     except Exception as e:
         result["error"] = str(e)
         log("run failed: %s" % e)
@@ -885,7 +926,11 @@ def run_one(workload, nemesis, seconds, seed, out, workers=4):
         result["passed"] = "error" not in result and result.get(
             "valid") is False
     else:
-        result["passed"] = valid and "error" not in result
+        # (after healing, every final read must succeed: a cluster that
+        # stays stuck fails the run, whatever the checkers say)
+        result["passed"] = (valid and "error" not in result and
+                            not result.get("final_failed") and
+                            not result.get("final_cut"))
     with open(rpath, "w") as f:
         json.dump(result, f, indent=1)
     log("%s x %s seed %d: %s" % (workload, nemesis, seed,
@@ -901,7 +946,7 @@ def budget(args):
         n = len(args.workloads) * len(args.nemeses) * len(
             args.seeds.split(","))
         return n * (args.time_limit + 150)
-    return args.time_limit + 300
+    return args.time_limit + 600
 
 
 def main():
