@@ -21,24 +21,24 @@
 
 struct sh_bert_config {
 	int vocab_size;
-	int hidden;		/* e.g. 384 */
-	int layers;		/* e.g. 6 */
-	int heads;		/* hidden % heads == 0 */
-	int intermediate;	/* feed-forward width, e.g. 1536 */
-	int max_positions;	/* e.g. 512 */
-	int type_vocab_size;	/* token type ids are always 0 */
-	float eps;		/* LayerNorm epsilon */
+	int hidden;	     /* e.g. 384 */
+	int layers;	     /* e.g. 6 */
+	int heads;	     /* hidden % heads == 0 */
+	int intermediate;    /* feed-forward width, e.g. 1536 */
+	int max_positions;   /* e.g. 512 */
+	int type_vocab_size; /* token type ids are always 0 */
+	float eps;	     /* LayerNorm epsilon */
 };
 
 /* One encoder layer. Weights are row-major [out, in] (as nn.Linear stores
  * them), float32 on the host whatever the file held. */
 struct sh_bert_layer {
 	const float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b; /* [hidden, hidden] */
-	const float *ao_w, *ao_b;			 /* attention output */
-	const float *ln1_g, *ln1_b;			 /* after attention */
-	const float *ff1_w, *ff1_b;			 /* [intermediate, hidden] */
-	const float *ff2_w, *ff2_b;			 /* [hidden, intermediate] */
-	const float *ln2_g, *ln2_b;			 /* after feed-forward */
+	const float *ao_w, *ao_b;			/* attention output */
+	const float *ln1_g, *ln1_b;			/* after attention */
+	const float *ff1_w, *ff1_b; /* [intermediate, hidden] */
+	const float *ff2_w, *ff2_b; /* [hidden, intermediate] */
+	const float *ln2_g, *ln2_b; /* after feed-forward */
 };
 
 struct sh_bert_model {
@@ -58,7 +58,8 @@ int sh_bert_load(const char *dir, struct sh_bert_model **out, char *err,
 		 size_t errlen);
 void sh_bert_free(struct sh_bert_model *m);
 
-/* ---- tokenizer ------------------------------------------------------------ */
+/* ---- tokenizer ------------------------------------------------------------
+ */
 
 struct sh_wordpiece;
 
@@ -78,7 +79,8 @@ int sh_wordpiece_encode(const struct sh_wordpiece *t, const char *text,
 			size_t len, int32_t *ids, int max_tokens, int *n,
 			char *err, size_t errlen);
 
-/* ---- backends ------------------------------------------------------------- */
+/* ---- backends -------------------------------------------------------------
+ */
 
 /* A padded batch: n rows of seq ids each (row-major), row i has len[i] real
  * tokens (1 <= len[i] <= seq <= max_seq); ids past len[i] are ignored. */
@@ -111,6 +113,16 @@ struct sh_bert_backend_ops {
  * SHOAL_EMBED_SMALL_ROWS (rows up to which the few-rows kernels replace
  * sgemm, default 32). */
 extern const struct sh_bert_backend_ops sh_bert_cpu;
+
+/* OpenBLAS picks its kernels from the CPU's model when it loads; a virtual
+ * machine that hides the model (e.g. "Intel(R) Xeon(R) Processor") gets
+ * the generic Prescott ones, about 4x slower for the model's sgemm. When
+ * OpenBLAS is on Prescott but the CPU has AVX-512 or AVX2+FMA, this names
+ * the core type those features allow ("SkylakeX", "Haswell"), for
+ * OPENBLAS_CORETYPE before a restart of the process; NULL otherwise. */
+const char *sh_bert_cpu_blas_coretype(void);
+/* The core type OpenBLAS runs on now (for the log). */
+const char *sh_bert_cpu_blas_kernels(void);
 
 /* The CUDA backend, when this build has it (HAVE_CUDA in shoal_config.h).
  * sh_bert_cuda_available() is 0 when no usable GPU is present at run time;

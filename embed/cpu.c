@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <cblas.h>
@@ -530,3 +531,25 @@ const struct sh_bert_backend_ops sh_bert_cpu = {
     .forward = cpu_forward,
     .destroy = cpu_destroy,
 };
+
+const char *sh_bert_cpu_blas_coretype(void)
+{
+	const char *now = openblas_get_corename();
+	if (!now || strcasecmp(now, "Prescott") != 0)
+		return NULL;
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx512f") &&
+	    __builtin_cpu_supports("avx512bw") &&
+	    __builtin_cpu_supports("avx512dq") &&
+	    __builtin_cpu_supports("avx512vl"))
+		return "SkylakeX";
+	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+		return "Haswell";
+	return NULL;
+}
+
+const char *sh_bert_cpu_blas_kernels(void)
+{
+	const char *n = openblas_get_corename();
+	return n ? n : "unknown";
+}

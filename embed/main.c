@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "bert.h"
 #include "error.h"
 #include "flags.h"
 #include "embed_server.h"
@@ -112,6 +113,13 @@ static int parse_models(char *list, sh_embed_model_spec *specs, int max,
 
 int main(int argc, char **argv)
 {
+	/* OpenBLAS on its generic kernels (a CPU model it does not know):
+	 * start again with the core type the CPU's features allow. */
+	if (!getenv("OPENBLAS_CORETYPE")) {
+		const char *ct = sh_bert_cpu_blas_coretype();
+		if (ct && setenv("OPENBLAS_CORETYPE", ct, 1) == 0)
+			execv("/proc/self/exe", argv); /* failing: go on */
+	}
 	struct cfg c = {
 	    .listen = "tcp://127.0.0.1:7200",
 	    .metrics = "127.0.0.1:9200",
@@ -233,7 +241,9 @@ int main(int argc, char **argv)
 	eo.limits.max_message_bytes = c.max_message;
 
 	struct app a = {.drain_ms = (int)c.drain_ms};
-	sh_info("embed", "shoal-embed %s starting", SHOAL_VERSION);
+	sh_info("embed", "shoal-embed %s starting (OpenBLAS kernels: %s%s)",
+		SHOAL_VERSION, sh_bert_cpu_blas_kernels(),
+		getenv("OPENBLAS_CORETYPE") ? ", from OPENBLAS_CORETYPE" : "");
 	int rc = sh_embed_server_open(&eo, &a.es, err, sizeof(err));
 	free(models);
 	if (rc) {
