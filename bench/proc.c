@@ -158,13 +158,19 @@ double bench_metric_sum(const char *text, const char *prefix)
 	double sum = 0;
 	size_t pl = strlen(prefix);
 	for (const char *l = text; l && *l;) {
+		const char *end = strchr(l, '\n');
+		if (!end)
+			end = l + strlen(l);
 		if (!strncmp(l, prefix, pl)) {
-			const char *v = strchr(l, ' ');
-			if (v)
-				sum += strtod(v + 1, NULL);
+			/* the value follows the line's last space (a label
+			 * value may hold spaces) */
+			const char *v = end;
+			while (v > l && v[-1] != ' ')
+				v--;
+			if (v > l)
+				sum += strtod(v, NULL);
 		}
-		l = strchr(l, '\n');
-		l = l ? l + 1 : NULL;
+		l = *end ? end + 1 : NULL;
 	}
 	return sum;
 }

@@ -48,6 +48,9 @@ LOSS_CHECKED = {"set", "register", "search"}
 # RocksDB writes its WAL and tables with these; writev/sendmsg, which the
 # node's sockets use, are left alone so that the fault stays on the disk.
 WRITE_CALLS = ("write", "pwrite")
+# each fails with EIO, or writes short ("/reduce")
+WRITE_POINTS = ["posix/io/rw/%s%s" % (c, v) for c in WRITE_CALLS
+                for v in ("", "/reduce")]
 
 ROUTER_IP = "127.0.0.10"
 NODE_IPS = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
@@ -621,13 +624,8 @@ class Nemesis:
             # EIO from write/pwrite, or a short write, now and then: in
             # RocksDB's WAL and table files (and the node's log lines)
             n = self.node()
-            cmds = []
-            for f in WRITE_CALLS:
-                cmds += ["-c", "enable_random name=posix/io/rw/%s,"
-                         "probability=0.05" % f,
-                         "-c", "enable_random name=posix/io/rw/%s/reduce,"
-                         "probability=0.05" % f]
-            fiu_ctrl(n, cmds)
+            fiu_ctrl(n, [x for pt in WRITE_POINTS for x in (
+                "-c", "enable_random name=%s,probability=0.05" % pt)])
             self.active = n
             self.failed_nodes.add(n.name)
             self.record("start", target=n.name)
@@ -679,9 +677,8 @@ class Nemesis:
             if k == "fsync":
                 off = ["-c", "disable name=posix/io/sync/*"]
             else:
-                off = [x for f in WRITE_CALLS for x in (
-                    "-c", "disable name=posix/io/rw/%s" % f,
-                    "-c", "disable name=posix/io/rw/%s/reduce" % f)]
+                off = [x for pt in WRITE_POINTS
+                       for x in ("-c", "disable name=%s" % pt)]
             fiu_ctrl(a, off)
             # a commit that failed leaves its partition refusing
             # everything until the node reopens its store
@@ -1018,20 +1015,26 @@ def main():
     return report(results, base if len(runs) > 1 else out)
 
 
-def summarize(base):
-    """summary.json of a matrix run by parallel lanes (run.sh --jobs): one
-    result per run folder; a run that left no results.json failed."""
-    results = []
+def _runs(base):
+    """(folder name, its results.json, or the error reading it) of every
+    run folder under base, in name order."""
     for d in sorted(os.listdir(base)):
         path = os.path.join(base, d)
         if not os.path.isdir(path):
             continue
         try:
             with open(os.path.join(path, "results.json")) as f:
-                results.append(json.load(f))
+                yield d, json.load(f), None
         except (OSError, ValueError) as e:
-            results.append({"run": d, "passed": False,
-                            "error": "no results: %s" % e})
+            yield d, None, e
+
+
+def summarize(base):
+    """summary.json of a matrix run by parallel lanes (run.sh --jobs): one
+    result per run folder; a run that left no results.json failed."""
+    results = [r if r is not None else
+               {"run": d, "passed": False, "error": "no results: %s" % e}
+               for d, r, e in _runs(base)]
     return report(results, base)
 
 
@@ -1063,13 +1066,9 @@ def table(base):
     """A markdown table of a matrix's results, one row per pair over its
     seeds (docs/reliability.md)."""
     rows = {}
-    for d in sorted(os.listdir(base)):
-        path = os.path.join(base, d, "results.json")
-        if not os.path.isfile(path):
-            continue
-        with open(path) as f:
-            r = json.load(f)
-        rows.setdefault((r["workload"], r["nemesis"]), []).append(r)
+    for _, r, _ in _runs(base):
+        if r is not None:
+            rows.setdefault((r["workload"], r["nemesis"]), []).append(r)
     print("| workload | nemesis | seeds | time | operations | "
           "ok / fail / info | found | deadline overruns | verdict |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
