@@ -29,7 +29,7 @@ struct cfg {
 	int backend;
 	bool batching;
 	int64_t max_batch, max_queue_delay_us, max_queue, cache_entries;
-	int64_t threads, drain_ms, timeout_ms;
+	int64_t threads, drain_ms, send_timeout_ms, timeout_ms;
 	uint64_t max_message, cache_bytes;
 };
 
@@ -131,6 +131,7 @@ int main(int argc, char **argv)
 	    .cache_entries = 100000,
 	    .threads = 0,
 	    .drain_ms = 5000,
+	    .send_timeout_ms = SH_SERVER_SEND_TIMEOUT_MS,
 	    .timeout_ms = 30000,
 	    .max_message = 64u << 20,
 	};
@@ -180,7 +181,8 @@ int main(int argc, char **argv)
 	     "start every shoal server alike",
 	     NULL, 0, 0},
 	    SH_SERVER_FLAGS(&c.metrics, &c.max_message, &c.drain_ms,
-			    &c.ready_file, &c.log_level, &c.config),
+			    &c.send_timeout_ms, &c.ready_file, &c.log_level,
+			    &c.config),
 	};
 	size_t nflags = sizeof(flags) / sizeof(flags[0]);
 	char err[512];
@@ -260,6 +262,7 @@ int main(int argc, char **argv)
 	    .metrics = c.metrics,
 	    .threads = (int)threads,
 	    .max_message = c.max_message,
+	    .send_timeout_ms = (int)c.send_timeout_ms,
 	};
 	sh_server_handler h = {
 	    .ctx = a.es,

@@ -50,8 +50,8 @@ typedef struct sh_flag {
 /* The flags every shoal server (node, router, embed) takes alike, at the
  * end of its table; each points at that server's own variable. */
 /* clang-format off */
-#define SH_SERVER_FLAGS(metrics, max_message, drain_ms, ready_file,         \
-			log_level, config)                                   \
+#define SH_SERVER_FLAGS(metrics, max_message, drain_ms, send_timeout_ms,    \
+			ready_file, log_level, config)                       \
 	{"metrics", SH_FLAG_STR, (metrics),                                  \
 	 "IPV4:PORT of the HTTP listener for /metrics and /healthz "         \
 	 "(\"\" for none)", NULL, 0, 0},                                      \
@@ -61,6 +61,10 @@ typedef struct sh_flag {
 	{"drain-ms", SH_FLAG_INT, (drain_ms),                                \
 	 "on SIGTERM/SIGINT, how long requests in flight may take to "       \
 	 "finish", NULL, 0, 600000},                                         \
+	{"send-timeout-ms", SH_FLAG_INT, (send_timeout_ms),                  \
+	 "how long an answer may wait behind earlier ones to its peer; "     \
+	 "past it the peer's connection is closed (it takes requests but "   \
+	 "no answers)", NULL, 100, 3600000},                                  \
 	{"ready-file", SH_FLAG_STR, (ready_file),                            \
 	 "once serving, write listen=URL, metrics=URL and pid=N here "       \
 	 "(for scripts and tests that bind port 0)", NULL, 0, 0},            \

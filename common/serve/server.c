@@ -28,6 +28,7 @@ struct slot {
 	nng_aio *aio;
 	enum { SLOT_RECV, SLOT_SEND } state;
 	nng_msg *msg;
+	bool counted;	   /* in inflight: arrived before the stop began */
 	struct slot *next; /* in the work queue */
 };
 
@@ -35,9 +36,10 @@ struct sh_server {
 	sh_server_handler h;
 	nng_socket sock;
 	nng_listener listener;
-	bool sock_open, listening;
+	bool sock_open;
 	struct slot *slots;
 	int nslots;
+	int send_timeout_ms; /* how long an answer may wait for its peer */
 	/* Worker threads for requests that may block (writes wait for their
 	 * fsync; scans and deletes by filter walk a collection). */
 	pthread_t *workers;
@@ -46,7 +48,10 @@ struct sh_server {
 	pthread_cond_t qcv;
 	struct slot *qhead, *qtail;
 	bool qstop;
+	/* Requests received before the stop began and not yet answered:
+	 * what the stop drains (see slot_cb for the ordering). */
 	atomic_int inflight;
+	atomic_bool stopping;
 	struct MHD_Daemon *http;
 	char listen_url[256];
 	char metrics_url[128];
@@ -63,6 +68,7 @@ struct sh_server {
 static void arm_recv(struct slot *sl)
 {
 	sl->state = SLOT_RECV;
+	nng_aio_set_timeout(sl->aio, NNG_DURATION_INFINITE);
 	nng_ctx_recv(sl->ctx, sl->aio);
 }
 
@@ -85,12 +91,16 @@ static void process(struct slot *sl)
 		free(out);
 		nng_msg_free(m);
 		sl->msg = NULL;
-		atomic_fetch_sub(&s->inflight, 1);
+		if (sl->counted)
+			atomic_fetch_sub(&s->inflight, 1);
 		arm_recv(sl);
 		return;
 	}
 	free(out);
 	sl->state = SLOT_SEND;
+	/* Bounded: answers to one connection leave one at a time, so a peer
+	 * that stops reading would hold every context waiting behind it. */
+	nng_aio_set_timeout(sl->aio, s->send_timeout_ms);
 	nng_aio_set_msg(sl->aio, m);
 	nng_ctx_send(sl->ctx, sl->aio);
 }
@@ -101,10 +111,24 @@ static void slot_cb(void *arg)
 	struct sh_server *s = sl->s;
 	int rv = nng_aio_result(sl->aio);
 	if (sl->state == SLOT_SEND) {
+		if (rv == NNG_ETIMEDOUT) {
+			/* The peer takes requests but not answers (stuck or
+			 * hostile): close its connection, which fails the
+			 * answers queued behind this one and frees their
+			 * contexts. A live client reconnects. */
+			nng_pipe p = nng_msg_get_pipe(sl->msg);
+			sh_warn("server",
+				"a peer took no answer for %d ms: closing "
+				"its connection",
+				s->send_timeout_ms);
+			if (nng_pipe_id(p) > 0)
+				nng_pipe_close(p);
+		}
 		if (rv != 0)
 			nng_msg_free(sl->msg); /* peer gone: nothing to tell */
 		sl->msg = NULL;
-		atomic_fetch_sub(&s->inflight, 1);
+		if (sl->counted)
+			atomic_fetch_sub(&s->inflight, 1);
 		if (rv != NNG_ECLOSED && rv != NNG_ECANCELED)
 			arm_recv(sl);
 		return;
@@ -116,7 +140,14 @@ static void slot_cb(void *arg)
 		arm_recv(sl);
 		return;
 	}
+	/* Counted first, then the flag read (both sequentially consistent;
+	 * the stop sets the flag, then reads the count): either the stop
+	 * sees this request and waits for it, or this request sees the stop
+	 * and is not waited for (the handler answers it EBUSY). */
 	atomic_fetch_add(&s->inflight, 1);
+	sl->counted = !atomic_load(&s->stopping);
+	if (!sl->counted)
+		atomic_fetch_sub(&s->inflight, 1);
 	sl->msg = nng_aio_get_msg(sl->aio);
 	if (s->h.inline_op &&
 	    s->h.inline_op(
@@ -264,6 +295,9 @@ int sh_server_start(const sh_server_handler *h, const sh_server_opts *o,
 	if (!s)
 		return sh_errf(err, errlen, SH_ENOMEM, "out of memory");
 	s->h = *h;
+	s->send_timeout_ms = o->send_timeout_ms > 0
+				 ? o->send_timeout_ms
+				 : SH_SERVER_SEND_TIMEOUT_MS;
 	pthread_mutex_init(&s->qmu, NULL);
 	pthread_cond_init(&s->qcv, NULL);
 	int rv, rc = SH_OK;
@@ -290,7 +324,6 @@ int sh_server_start(const sh_server_handler *h, const sh_server_opts *o,
 			     nng_strerror(rv));
 		goto fail;
 	}
-	s->listening = true;
 	int port = 0;
 	nng_listener_get_int(s->listener, NNG_OPT_TCP_BOUND_PORT, &port);
 	resolve_url(s->listen_url, sizeof(s->listen_url), o->listen, port);
@@ -379,9 +412,11 @@ void sh_server_stop(sh_server *s, int drain_ms)
 {
 	if (!s)
 		return;
-	if (s->listening)
-		nng_listener_close(s->listener);
-	/* In-flight requests finish; the handler answers new ones EBUSY. */
+	/* The requests in flight finish and their answers leave; the handler
+	 * answers the ones that arrive now EBUSY. The listener stays open
+	 * meanwhile: closing it would close the connections it accepted,
+	 * and the answers being drained with them. */
+	atomic_store(&s->stopping, true);
 	for (int waited = 0; atomic_load(&s->inflight) > 0 && waited < drain_ms;
 	     waited += 5)
 		sleep_ms(5);

@@ -10,6 +10,11 @@
  * for other nng operations (the router's fan-out) must mark none: nng's
  * own threads would then wait for themselves.
  *
+ * Answers to one connection leave one at a time. An answer that waits
+ * longer than send_timeout_ms behind earlier ones closes its connection:
+ * a peer that sends requests but reads no answers would otherwise hold
+ * every context and starve every other client.
+ *
  */
 #ifndef SH_SERVER_H
 #define SH_SERVER_H
@@ -49,7 +54,13 @@ typedef struct sh_server_opts {
 				"" for none; port 0: any free port */
 	int threads;	     /* worker threads (contexts), >= 1 */
 	size_t max_message;  /* largest request the decoder accepts */
+	int send_timeout_ms; /* how long an answer may wait to be handed to
+				its connection; past it the connection is
+				closed (a peer that takes requests but no
+				answers). 0: SH_SERVER_SEND_TIMEOUT_MS */
 } sh_server_opts;
+
+#define SH_SERVER_SEND_TIMEOUT_MS 30000
 
 /* Starts serving h (copied). On SH_OK, the URLs actually bound (port 0
  * resolved) are readable with sh_server_listen_url / sh_server_metrics_url. */
@@ -70,11 +81,11 @@ void sh_server_announce(const sh_server *s, const char *component,
  * scripts and tests that bind port 0 learn the addresses. 0 or -1. */
 int sh_server_write_ready(const sh_server *s, const char *path);
 
-/* Stops: the listener closes (no new connections), the handler should
- * answer what still arrives with EBUSY (its state is the caller's), the
- * requests in flight finish and their answers are sent, the socket closes
- * and the workers are joined. Waits waits at most drain_ms for requests in
- * flight. NULL is a no-op. */
+/* Stops: the requests received before the call finish and their answers
+ * are sent (waiting at most drain_ms), while the handler should answer
+ * what still arrives with EBUSY (its state is the caller's); then the
+ * socket, its listener and connections close and the workers are joined.
+ * NULL is a no-op. */
 void sh_server_stop(sh_server *s, int drain_ms);
 
 #endif
