@@ -3,7 +3,7 @@
  *
  *   shoal-bench embed [--embed-bin PATH] [--model NAME=DIR]
  *                     [--backends cpu,cuda] [--concurrency 1,8,64]
- *                     [--seconds 3] [--max-batch N] [--delay-us 2000]
+ *                     [--seconds 3] [--max-batch N] [--delay-us 5000]
  *   shoal-bench embed --url URL [--metrics-url http://IP:PORT]
  *                     [--delay-us D] [--concurrency ...] [--seconds ...]
  *
@@ -343,7 +343,7 @@ int cmd_embed(int argc, char **argv)
 	    .conc = {1, 8, 64},
 	    .nconc = 3,
 	    .max_batch = 64,
-	    .delay_us = 2000,
+	    .delay_us = 5000,
 	    .want_cpu = true,
 	    .want_cuda = true,
 	};

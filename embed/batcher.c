@@ -30,6 +30,8 @@ struct embed_batcher {
 	pthread_cond_t cv; /* work arrived, or stop */
 	embed_job *head, *tail;
 	size_t queued;	  /* texts not yet taken */
+	size_t qjobs;	  /* jobs in the queue (some of their texts untaken) */
+	size_t expect;	  /* jobs the next batch waits for; 0: unknown */
 	uint64_t free_us; /* when the last forward pass ended */
 	bool stop;
 
@@ -117,6 +119,7 @@ static int take_rows(embed_batcher *b)
 				b->tail = NULL;
 			j->next = NULL;
 			j->queued = false;
+			b->qjobs--;
 		}
 		if (!b->o.batching)
 			break;
@@ -124,10 +127,11 @@ static int take_rows(embed_batcher *b)
 	return k;
 }
 
-/* Marks rows[0..n) finished (with rc) and wakes their submitters. Called
- * with mu held. */
-static void finish_rows(struct brow *rows, int n, int rc, const char *err)
+/* Marks rows[0..n) finished (with rc) and wakes their submitters; returns
+ * how many jobs this finished. Called with mu held. */
+static size_t finish_rows(struct brow *rows, int n, int rc, const char *err)
 {
+	size_t finished = 0;
 	for (int i = 0; i < n; i++) {
 		embed_job *j = rows[i].job;
 		if (rc != SH_OK && j->rc == SH_OK) {
@@ -136,9 +140,12 @@ static void finish_rows(struct brow *rows, int n, int rc, const char *err)
 		}
 		j->done++;
 		/* Wake once per job: at its last row in this batch. */
-		if (i == n - 1 || rows[i + 1].job != j)
+		if (i == n - 1 || rows[i + 1].job != j) {
 			pthread_cond_signal(&j->cv);
+			finished += j->done == j->n;
+		}
 	}
+	return finished;
 }
 
 static int cmp_row_job(const void *a, const void *b)
@@ -159,7 +166,8 @@ static void *batcher_main(void *arg)
 			pthread_cond_wait(&b->cv, &b->mu);
 		if (b->stop)
 			break;
-		if (b->o.batching && b->queued < (size_t)b->o.max_batch) {
+		if (b->o.batching && b->queued < (size_t)b->o.max_batch &&
+		    !(b->expect && b->qjobs >= b->expect)) {
 			/* The delay counts from when the model could first
 			 * have taken the oldest text: its arrival, or the end
 			 * of the pass it waited behind. Counting from arrival
@@ -205,7 +213,10 @@ static void *batcher_main(void *arg)
 		/* Group by job so each submitter is woken once. */
 		qsort(b->rows, (size_t)n, sizeof(*b->rows), cmp_row_job);
 		pthread_mutex_lock(&b->mu);
-		finish_rows(b->rows, n, rc, err);
+		/* Who the next batch waits for: the submitters this pass
+		 * answered (a closed loop's clients send again at once) and
+		 * those already queued. */
+		b->expect = finish_rows(b->rows, n, rc, err) + b->qjobs;
 		b->free_us = sh_now_us();
 	}
 	/* Stopping: fail what still waits. */
@@ -215,6 +226,7 @@ static void *batcher_main(void *arg)
 		j->next = NULL;
 		j->queued = false;
 		b->queued -= j->n - j->taken;
+		b->qjobs--;
 		j->rc = SH_EBUSY;
 		snprintf(j->err, sizeof(j->err),
 			 "shoal-embed is shutting down");
@@ -328,10 +340,12 @@ int embed_batcher_run(embed_batcher *b, embed_job *j, char *err, size_t errlen)
 		b->head = j;
 	b->tail = j;
 	b->queued += j->n;
-	/* The batcher waits for a full batch or the oldest text's delay:
-	 * wake it when this job may complete a batch or starts the queue. */
+	b->qjobs++;
+	/* The batcher waits for a full batch, the jobs it expects, or the
+	 * oldest text's delay: wake it when this job may end the wait or
+	 * starts the queue. */
 	if (b->head == j || b->queued >= (size_t)b->o.max_batch ||
-	    !b->o.batching)
+	    (b->expect && b->qjobs >= b->expect) || !b->o.batching)
 		pthread_cond_signal(&b->cv);
 
 	while (j->done < j->n && j->rc == SH_OK) {
@@ -365,6 +379,7 @@ int embed_batcher_run(embed_batcher *b, embed_job *j, char *err, size_t errlen)
 					b->tail = prev;
 			}
 			b->queued -= j->n - j->taken;
+			b->qjobs--;
 			j->queued = false;
 		}
 		while (j->done < j->taken)

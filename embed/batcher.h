@@ -10,6 +10,12 @@
  * of the last forward pass: time spent behind a running pass is not
  * batching delay, and the clients that pass answers get max_delay_us to
  * send their next texts into the same batch.
+ * The batch also leaves as soon as it holds as many jobs as the last pass
+ * answered plus those that were already waiting: a closed loop of clients
+ * (one user, a benchmark, a service calling in a loop) then never waits
+ * for the delay once they are all back, so a long delay costs one client
+ * nothing, while a pass that answered 64 waits for 64. Clients that went
+ * away cost one delay, after which the expectation is what arrived.
  * A job may be split over several batches (a request of 1024 texts on a
  * batch of 64), and a batch may hold texts of many jobs.
  *

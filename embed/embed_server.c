@@ -56,7 +56,7 @@ void sh_embed_opts_default(sh_embed_opts *o)
 {
 	memset(o, 0, sizeof(*o));
 	o->backend = SH_EMBED_BACKEND_AUTO;
-	o->max_queue_delay_us = 2000;
+	o->max_queue_delay_us = SH_EMBED_DEFAULT_DELAY_US;
 	o->batching = true;
 	o->max_queue = 4096;
 	o->cache_entries = 100000;

@@ -70,7 +70,10 @@ typedef struct sh_embed_opts {
 	sh_wire_limits limits;
 } sh_embed_opts;
 
-/* Defaults: no models, auto backend, max batch 0 (per backend), 2000 µs,
+/* The default --max-queue-delay-us (see batcher.h for why it can be long). */
+#define SH_EMBED_DEFAULT_DELAY_US 5000
+
+/* Defaults: no models, auto backend, max batch 0 (per backend), 5000 µs,
  * batching on, queue 4096 texts, 100000 cache entries (no byte bound), no
  * router, 30 s. */
 void sh_embed_opts_default(sh_embed_opts *o);

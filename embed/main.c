@@ -126,7 +126,7 @@ int main(int argc, char **argv)
 	    .log_level = "info",
 	    .batching = true,
 	    .max_batch = 0,
-	    .max_queue_delay_us = 2000,
+	    .max_queue_delay_us = SH_EMBED_DEFAULT_DELAY_US,
 	    .max_queue = 4096,
 	    .cache_entries = 100000,
 	    .threads = 0,
@@ -151,7 +151,9 @@ int main(int argc, char **argv)
 	     "texts per forward pass (0: 64 on the CPU, 512 on CUDA)", NULL, 0,
 	     1024},
 	    {"max-queue-delay-us", SH_FLAG_INT, &c.max_queue_delay_us,
-	     "longest wait of the oldest queued text for others to batch with",
+	     "longest wait of the oldest queued text for others to batch with "
+	     "(a batch leaves sooner once the clients the last pass answered "
+	     "are back)",
 	     NULL, 0, 10000000},
 	    {"batching", SH_FLAG_BOOL, &c.batching,
 	     "dynamic batching (--no-batching: each request runs alone)", NULL,

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -205,11 +206,43 @@ static void test_idle_model_waits_for_company(void **st)
 	assert_true(full * 4 >= (PASSES - 1) * 3);
 }
 
+/* One client alone, a delay of a second: once a pass has answered it, its
+ * next text is all the batch expects, so it runs at once instead of
+ * waiting for company that will not come. Only the first text, with no
+ * pass behind it yet, waits the delay. */
+static void test_a_lone_client_does_not_wait_for_the_delay(void **st)
+{
+	(void)st;
+	enum { TEXTS = 10 };
+	embed_batcher *b = open_batcher(16, 1000000, 1000);
+	int32_t row[3] = {101, 1000, 102};
+	int len = 3;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (int i = 0; i < TEXTS; i++) {
+		float out[HIDDEN];
+		embed_job j = {.n = 1, .ids = row, .len = &len, .out = out};
+		char err[160];
+		assert_int_equal(embed_batcher_run(b, &j, err, sizeof(err)),
+				 SH_OK);
+		assert_true(out[0] == 1000.0f);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	embed_batcher_free(b);
+	double s = (double)(t1.tv_sec - t0.tv_sec) +
+		   (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+	print_message("%d texts in %.2f s (the delay is 1 s)\n", TEXTS, s);
+	assert_int_equal(atomic_load(&npasses), TEXTS);
+	/* waiting the delay each time would take TEXTS seconds */
+	assert_true(s < TEXTS / 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_closed_loop_fills_batches_after_a_pass),
 	    cmocka_unit_test(test_idle_model_waits_for_company),
+	    cmocka_unit_test(test_a_lone_client_does_not_wait_for_the_delay),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

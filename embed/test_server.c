@@ -466,7 +466,12 @@ static void test_full_queue_is_ebusy_and_deadline_is_etimedout(void **st)
 	assert_true(metric(s, "shoal_embed_rejected_total{model=\"minilm\","
 			      "backend=\"cpu\"} ") == 1.0);
 
-	/* Alone in the queue, a 50 ms deadline passes before the batch. */
+	sh_embed_server_close(s);
+
+	/* Alone in the queue of a new server (no pass yet has told the
+	 * batcher who comes back, so it waits the delay for company), a
+	 * 50 ms deadline passes before the batch. */
+	s = open_server(4, 600000, 4, 0, true);
 	rs = embed(s, NULL, texts, 1, 50);
 	assert_int_equal(rs->code, SH_ETIMEDOUT);
 	sh_wire_free_response(rs);
