@@ -86,7 +86,7 @@ static void on_sync_timer(uv_timer_t *t)
 		a->sync_busy = false;
 }
 
-/* SIGINT/SIGTERM: stop accepting, finish what is in flight, close the
+/* SIGINT/SIGTERM: new requests get EBUSY, those in flight finish, close the
  * socket, stop the timers; uv_run then returns once queued work (vacuum,
  * fsync) has finished. */
 static void on_stop(void *ctx)

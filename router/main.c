@@ -39,7 +39,7 @@ static int r_health(void *ctx)
 	return sh_router_get_state(ctx);
 }
 
-/* SIGINT/SIGTERM: stop accepting, finish what is in flight. */
+/* SIGINT/SIGTERM: new requests get EBUSY, those in flight finish. */
 static void on_stop(void *ctx)
 {
 	struct app *a = ctx;
