@@ -96,8 +96,8 @@ int main(int argc, char **argv)
 	     NULL, 1, 3600000},
 	    {"write-timeout-ms", SH_FLAG_INT, &write_ms,
 	     "default deadline of a node call for writes", NULL, 1, 3600000},
-	    SH_SERVER_FLAGS(&metrics, &max_message, &drain_ms,
-			    &send_timeout_ms, &ready_file, &log_level, &config),
+	    SH_SERVER_FLAGS(&metrics, &max_message, &drain_ms, &send_timeout_ms,
+			    &ready_file, &log_level, &config),
 	};
 	size_t nflags = sizeof(flags) / sizeof(flags[0]);
 	char err[512];

@@ -295,9 +295,8 @@ int sh_server_start(const sh_server_handler *h, const sh_server_opts *o,
 	if (!s)
 		return sh_errf(err, errlen, SH_ENOMEM, "out of memory");
 	s->h = *h;
-	s->send_timeout_ms = o->send_timeout_ms > 0
-				 ? o->send_timeout_ms
-				 : SH_SERVER_SEND_TIMEOUT_MS;
+	s->send_timeout_ms = o->send_timeout_ms > 0 ? o->send_timeout_ms
+						    : SH_SERVER_SEND_TIMEOUT_MS;
 	pthread_mutex_init(&s->qmu, NULL);
 	pthread_cond_init(&s->qcv, NULL);
 	int rv, rc = SH_OK;

@@ -1295,7 +1295,8 @@ static void test_a_client_that_does_not_read(void **state)
 	snprintf(payload + off + 8192, sizeof(payload) - off - 8192, "\"}");
 	float v[DIM] = {1, 2, 3, 4};
 	int st;
-	assert_int_equal(np_upsert1(cli, "slow", 1, v, DIM, payload, 1, &st), 0);
+	assert_int_equal(np_upsert1(cli, "slow", 1, v, DIM, payload, 1, &st),
+			 0);
 	assert_int_equal(st, 0);
 
 	/* one GET of point 1, 256 times over: 2 MiB to answer */
