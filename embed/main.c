@@ -29,7 +29,7 @@ struct cfg {
 	int backend;
 	bool batching;
 	int64_t max_batch, max_queue_delay_us, max_queue, cache_entries;
-	int64_t threads, drain_ms, send_timeout_ms, timeout_ms;
+	int64_t threads, drain_ms, send_timeout_ms, stall_ms, timeout_ms;
 	uint64_t max_message, cache_bytes;
 };
 
@@ -132,6 +132,7 @@ int main(int argc, char **argv)
 	    .threads = 0,
 	    .drain_ms = 5000,
 	    .send_timeout_ms = SH_SERVER_SEND_TIMEOUT_MS,
+	    .stall_ms = SH_SERVER_STALL_MS,
 	    .timeout_ms = 30000,
 	    .max_message = 64u << 20,
 	};
@@ -183,8 +184,8 @@ int main(int argc, char **argv)
 	     "start every shoal server alike",
 	     NULL, 0, 0},
 	    SH_SERVER_FLAGS(&c.metrics, &c.max_message, &c.drain_ms,
-			    &c.send_timeout_ms, &c.ready_file, &c.log_level,
-			    &c.config),
+			    &c.send_timeout_ms, &c.stall_ms, &c.ready_file,
+			    &c.log_level, &c.config),
 	};
 	size_t nflags = sizeof(flags) / sizeof(flags[0]);
 	char err[512];
@@ -265,6 +266,7 @@ int main(int argc, char **argv)
 	    .threads = (int)threads,
 	    .max_message = c.max_message,
 	    .send_timeout_ms = (int)c.send_timeout_ms,
+	    .stall_ms = c.stall_ms > 0 ? (int)c.stall_ms : -1,
 	};
 	sh_server_handler h = {
 	    .ctx = a.es,

@@ -24,6 +24,10 @@ build=${SHOAL_BUILD_DIR:-$here/build}
 py=/usr/bin/python3
 
 if [[ ${SHOAL_JEPSEN_INNER:-} != 1 ]]; then
+  # --list needs neither root nor a build.
+  for a in "$@"; do
+    [[ $a == --list ]] && exec "$py" "$here/jepsen/harness/jepsen.py" --list
+  done
   # Outside: check what is needed, then enter the namespaces.
   [[ $(id -u) -eq 0 ]] || { echo "jepsen: must run as root (namespaces, iptables)" >&2; exit 77; }
   command -v unshare >/dev/null || { echo "jepsen: no unshare" >&2; exit 77; }

@@ -21,7 +21,7 @@ struct cfg {
 	const char *ready_file;
 	int fsync;
 	int64_t threads, fsync_interval_ms, vacuum_interval_ms, drain_ms;
-	int64_t send_timeout_ms;
+	int64_t send_timeout_ms, stall_ms;
 	int64_t block_cache_mib;
 	uint64_t max_message;
 	int64_t max_batch;
@@ -143,6 +143,7 @@ int main(int argc, char **argv)
 	    .vacuum_interval_ms = 10000,
 	    .drain_ms = 5000,
 	    .send_timeout_ms = SH_SERVER_SEND_TIMEOUT_MS,
+	    .stall_ms = SH_SERVER_STALL_MS,
 	    .block_cache_mib = 256,
 	    .max_message = 64u << 20,
 	    .max_batch = 10000,
@@ -175,8 +176,8 @@ int main(int argc, char **argv)
 	    {"block-cache-mib", SH_FLAG_INT, &c.block_cache_mib,
 	     "RocksDB block cache", NULL, 8, 1 << 20},
 	    SH_SERVER_FLAGS(&c.metrics, &c.max_message, &c.drain_ms,
-			    &c.send_timeout_ms, &c.ready_file, &c.log_level,
-			    &c.config),
+			    &c.send_timeout_ms, &c.stall_ms, &c.ready_file,
+			    &c.log_level, &c.config),
 	};
 	size_t nflags = sizeof(flags) / sizeof(flags[0]);
 	char err[512];
@@ -227,6 +228,7 @@ int main(int argc, char **argv)
 	    .threads = (int)c.threads,
 	    .max_message = c.max_message,
 	    .send_timeout_ms = (int)c.send_timeout_ms,
+	    .stall_ms = c.stall_ms > 0 ? (int)c.stall_ms : -1,
 	};
 	sh_server_handler h = {
 	    .ctx = a.node,

@@ -68,7 +68,8 @@ int main(int argc, char **argv)
 	const char *log_level = "info", *ready_file = NULL;
 	int64_t threads = 4 * (ncpu > 1 ? ncpu : 1), read_ms = 1000,
 		write_ms = 30000, drain_ms = 5000,
-		send_timeout_ms = SH_SERVER_SEND_TIMEOUT_MS;
+		send_timeout_ms = SH_SERVER_SEND_TIMEOUT_MS,
+		stall_ms = SH_SERVER_STALL_MS;
 	uint64_t max_message = 64u << 20;
 	sh_flag flags[] = {
 	    {"listen", SH_FLAG_STR, &listen,
@@ -97,7 +98,7 @@ int main(int argc, char **argv)
 	    {"write-timeout-ms", SH_FLAG_INT, &write_ms,
 	     "default deadline of a node call for writes", NULL, 1, 3600000},
 	    SH_SERVER_FLAGS(&metrics, &max_message, &drain_ms, &send_timeout_ms,
-			    &ready_file, &log_level, &config),
+			    &stall_ms, &ready_file, &log_level, &config),
 	};
 	size_t nflags = sizeof(flags) / sizeof(flags[0]);
 	char err[512];
@@ -145,6 +146,7 @@ int main(int argc, char **argv)
 	    .threads = (int)threads,
 	    .max_message = max_message,
 	    .send_timeout_ms = (int)send_timeout_ms,
+	    .stall_ms = stall_ms > 0 ? (int)stall_ms : -1,
 	};
 	rc = sh_server_start(&h, &so, &a.server, err, sizeof(err));
 	if (rc) {

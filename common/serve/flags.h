@@ -51,7 +51,7 @@ typedef struct sh_flag {
  * end of its table; each points at that server's own variable. */
 /* clang-format off */
 #define SH_SERVER_FLAGS(metrics, max_message, drain_ms, send_timeout_ms,    \
-			ready_file, log_level, config)                       \
+			stall_ms, ready_file, log_level, config)             \
 	{"metrics", SH_FLAG_STR, (metrics),                                  \
 	 "IPV4:PORT of the HTTP listener for /metrics and /healthz "         \
 	 "(\"\" for none)", NULL, 0, 0},                                      \
@@ -65,6 +65,9 @@ typedef struct sh_flag {
 	 "how long an answer may wait behind earlier ones to its peer; "     \
 	 "past it the peer's connection is closed (it takes requests but "   \
 	 "no answers)", NULL, 100, 3600000},                                  \
+	{"stall-ms", SH_FLAG_INT, (stall_ms),                                \
+	 "/healthz answers 503 \"stalled\" after this long with requests in " \
+	 "progress and none answered (0: never)", NULL, 0, 3600000},          \
 	{"ready-file", SH_FLAG_STR, (ready_file),                            \
 	 "once serving, write listen=URL, metrics=URL and pid=N here "       \
 	 "(for scripts and tests that bind port 0)", NULL, 0, 0},            \

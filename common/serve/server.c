@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
+#include <nng/protocol/reqrep0/req.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 
 #include "error.h"
 #include "log.h"
+#include "metrics.h"
 #include "shoal.pb-c.h"
 #include "wire.h"
 
@@ -52,6 +54,20 @@ struct sh_server {
 	 * what the stop drains (see slot_cb for the ordering). */
 	atomic_int inflight;
 	atomic_bool stopping;
+	/* Liveness (see server_stalled): requests received and not yet
+	 * ended, and when one last ended (answered or dropped). The prober
+	 * sends the server a health request whenever nothing has ended for
+	 * a while, so that an idle server still shows it answers. */
+	atomic_int busy;
+	atomic_uint_fast64_t last_end_us;
+	int stall_ms;
+	nng_socket probe;
+	bool probe_open;
+	pthread_t prober;
+	bool prober_started;
+	pthread_mutex_t pmu;
+	pthread_cond_t pcv;
+	bool pstop;
 	struct MHD_Daemon *http;
 	char listen_url[256];
 	char metrics_url[128];
@@ -70,6 +86,13 @@ static void arm_recv(struct slot *sl)
 	sl->state = SLOT_RECV;
 	nng_aio_set_timeout(sl->aio, NNG_DURATION_INFINITE);
 	nng_ctx_recv(sl->ctx, sl->aio);
+}
+
+/* A request ended: answered, or dropped. */
+static void request_ended(struct sh_server *s)
+{
+	atomic_store(&s->last_end_us, sh_now_us());
+	atomic_fetch_sub(&s->busy, 1);
 }
 
 /* Handles sl->msg and sends the answer (or drops the request when not even
@@ -93,6 +116,7 @@ static void process(struct slot *sl)
 		sl->msg = NULL;
 		if (sl->counted)
 			atomic_fetch_sub(&s->inflight, 1);
+		request_ended(s);
 		arm_recv(sl);
 		return;
 	}
@@ -129,6 +153,7 @@ static void slot_cb(void *arg)
 		sl->msg = NULL;
 		if (sl->counted)
 			atomic_fetch_sub(&s->inflight, 1);
+		request_ended(s);
 		if (rv != NNG_ECLOSED && rv != NNG_ECANCELED)
 			arm_recv(sl);
 		return;
@@ -144,6 +169,7 @@ static void slot_cb(void *arg)
 	 * the stop sets the flag, then reads the count): either the stop
 	 * sees this request and waits for it, or this request sees the stop
 	 * and is not waited for (the handler answers it EBUSY). */
+	atomic_fetch_add(&s->busy, 1);
 	atomic_fetch_add(&s->inflight, 1);
 	sl->counted = !atomic_load(&s->stopping);
 	if (!sl->counted)
@@ -196,6 +222,137 @@ static void resolve_url(char *out, size_t cap, const char *url, int port)
 		snprintf(out, cap, "%s", url);
 }
 
+/* ---- Liveness ---------------------------------------------------------------
+ *
+ * A server whose request path is wedged (every context held, a handler that
+ * never returns, nng itself stuck) still answers HTTP, from its own thread.
+ * /healthz therefore also asks whether requests are being answered: it says
+ * 503 "stalled" when requests are in progress and none has ended for
+ * stall_ms. A lone long request (a delete by filter over millions of points)
+ * is no stall as long as others are answered, and an idle server gets the
+ * prober's health requests to answer.
+ */
+
+static bool server_stalled(struct sh_server *s, char *why, size_t cap)
+{
+	if (s->stall_ms <= 0 || !s->nslots)
+		return false;
+	int busy = atomic_load(&s->busy);
+	uint64_t quiet = sh_now_us() - atomic_load(&s->last_end_us);
+	if (busy <= 0 || quiet < (uint64_t)s->stall_ms * 1000)
+		return false;
+	snprintf(why, cap,
+		 "stalled: %d requests in progress, none answered for %.1f s\n",
+		 busy, (double)quiet / 1e6);
+	return true;
+}
+
+/* The address this server can reach itself at: a wildcard host becomes
+ * the loopback. */
+static void probe_url(char *out, size_t cap, const char *listen_url)
+{
+	static const char *const any[][2] = {
+	    {"tcp://0.0.0.0:", "tcp://127.0.0.1:"},
+	    {"tcp://*:", "tcp://127.0.0.1:"},
+	    {"tcp://:", "tcp://127.0.0.1:"},
+	    {"tcp://[::]:", "tcp://[::1]:"}};
+	for (size_t i = 0; i < sizeof(any) / sizeof(any[0]); i++) {
+		size_t n = strlen(any[i][0]);
+		if (strncmp(listen_url, any[i][0], n) == 0) {
+			snprintf(out, cap, "%s%s", any[i][1], listen_url + n);
+			return;
+		}
+	}
+	snprintf(out, cap, "%s", listen_url);
+}
+
+static void *prober_main(void *arg)
+{
+	struct sh_server *s = arg;
+	/* A health request, encoded once. */
+	Shoal__V1__HealthRequest hr = SHOAL__V1__HEALTH_REQUEST__INIT;
+	Shoal__V1__Request rq = SHOAL__V1__REQUEST__INIT;
+	rq.protocol_version = SH_WIRE_PROTOCOL_VERSION;
+	rq.op_case = SHOAL__V1__REQUEST__OP_HEALTH;
+	rq.health = &hr;
+	uint8_t *req = NULL;
+	size_t len = 0;
+	if (sh_wire_encode_request(&rq, &req, &len) != SH_OK)
+		return NULL;
+	/* Often enough that an idle server is seen answering well within
+	 * stall_ms; no more than once a second. */
+	int period_ms = s->stall_ms / 4;
+	if (period_ms > 1000)
+		period_ms = 1000;
+	if (period_ms < 20)
+		period_ms = 20;
+	pthread_mutex_lock(&s->pmu);
+	while (!s->pstop) {
+		sh_cond_wait_until(&s->pcv, &s->pmu,
+				   sh_now_us() + (uint64_t)period_ms * 1000);
+		if (s->pstop)
+			break;
+		uint64_t quiet = sh_now_us() - atomic_load(&s->last_end_us);
+		if (quiet < (uint64_t)period_ms * 1000)
+			continue; /* others are being answered */
+		pthread_mutex_unlock(&s->pmu);
+		/* Blocking, with the socket's timeouts; the stop closes the
+		 * socket, which ends a send or receive at once. The answer
+		 * itself does not matter: a request that ends is the sign. */
+		nng_msg *m = NULL;
+		if (nng_msg_alloc(&m, len) == 0) {
+			memcpy(nng_msg_body(m), req, len);
+			if (nng_sendmsg(s->probe, m, 0) != 0)
+				nng_msg_free(m);
+			else if (nng_recvmsg(s->probe, &m, 0) == 0)
+				nng_msg_free(m);
+		}
+		pthread_mutex_lock(&s->pmu);
+	}
+	pthread_mutex_unlock(&s->pmu);
+	free(req);
+	return NULL;
+}
+
+/* Starts the prober: a REQ socket dialed to this server, and its thread.
+ * Best effort: a prober that cannot start is logged, and the stall rule
+ * still holds for the requests that do arrive. */
+static void prober_start(struct sh_server *s)
+{
+	char url[300];
+	probe_url(url, sizeof(url), s->listen_url);
+	int rv = nng_req0_open(&s->probe);
+	if (rv == 0) {
+		s->probe_open = true;
+		nng_socket_set_ms(s->probe, NNG_OPT_REQ_RESENDTIME,
+				  NNG_DURATION_INFINITE);
+		nng_socket_set_ms(s->probe, NNG_OPT_SENDTIMEO, s->stall_ms);
+		nng_socket_set_ms(s->probe, NNG_OPT_RECVTIMEO, s->stall_ms);
+		nng_socket_set_ms(s->probe, NNG_OPT_RECONNMAXT, 1000);
+		rv = nng_dial(s->probe, url, NULL, NNG_FLAG_NONBLOCK);
+	}
+	if (rv == 0 && pthread_create(&s->prober, NULL, prober_main, s) == 0) {
+		s->prober_started = true;
+		return;
+	}
+	sh_warn("server", "no liveness prober (%s): %s", url,
+		rv ? nng_strerror(rv) : "cannot start a thread");
+}
+
+static void prober_stop(struct sh_server *s)
+{
+	pthread_mutex_lock(&s->pmu);
+	s->pstop = true;
+	pthread_cond_signal(&s->pcv);
+	pthread_mutex_unlock(&s->pmu);
+	if (s->probe_open)
+		nng_close(s->probe); /* a probe in flight ends: ECLOSED */
+	s->probe_open = false;
+	if (s->prober_started)
+		pthread_join(s->prober, NULL);
+	s->prober_started = false;
+}
+
 /* ---- HTTP -----------------------------------------------------------------
  */
 
@@ -221,10 +378,16 @@ static enum MHD_Result http_answer(void *cls, struct MHD_Connection *c,
 		ctype = "text/plain; version=0.0.4; charset=utf-8";
 	} else if (strcmp(url, "/healthz") == 0) {
 		int st = s->h.health(s->h.ctx);
+		char why[160];
 		status = st == 1 ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE;
-		body = strdup(st == 1	? "serving\n"
-			      : st == 2 ? "stopping\n"
-					: "starting\n");
+		if (st == 1 && server_stalled(s, why, sizeof(why))) {
+			status = MHD_HTTP_SERVICE_UNAVAILABLE;
+			body = strdup(why);
+		} else {
+			body = strdup(st == 1	? "serving\n"
+				      : st == 2 ? "stopping\n"
+						: "starting\n");
+		}
 	} else {
 		status = MHD_HTTP_NOT_FOUND;
 		body = strdup("not found: try /metrics or /healthz\n");
@@ -297,8 +460,12 @@ int sh_server_start(const sh_server_handler *h, const sh_server_opts *o,
 	s->h = *h;
 	s->send_timeout_ms = o->send_timeout_ms > 0 ? o->send_timeout_ms
 						    : SH_SERVER_SEND_TIMEOUT_MS;
+	s->stall_ms = o->stall_ms == 0 ? SH_SERVER_STALL_MS : o->stall_ms;
+	atomic_store(&s->last_end_us, sh_now_us());
 	pthread_mutex_init(&s->qmu, NULL);
 	pthread_cond_init(&s->qcv, NULL);
+	pthread_mutex_init(&s->pmu, NULL);
+	sh_cond_init_mono(&s->pcv);
 	int rv, rc = SH_OK;
 	if (http_only) {
 		if ((rc = http_start(s, o->metrics, err, errlen)))
@@ -360,6 +527,8 @@ int sh_server_start(const sh_server_handler *h, const sh_server_opts *o,
 	}
 	for (int i = 0; i < s->nslots; i++)
 		arm_recv(&s->slots[i]);
+	if (s->stall_ms > 0)
+		prober_start(s);
 	*out = s;
 	return SH_OK;
 fail:
@@ -416,6 +585,7 @@ void sh_server_stop(sh_server *s, int drain_ms)
 	 * meanwhile: closing it would close the connections it accepted,
 	 * and the answers being drained with them. */
 	atomic_store(&s->stopping, true);
+	prober_stop(s);
 	for (int waited = 0; atomic_load(&s->inflight) > 0 && waited < drain_ms;
 	     waited += 5)
 		sleep_ms(5);
@@ -440,5 +610,7 @@ void sh_server_stop(sh_server *s, int drain_ms)
 		MHD_stop_daemon(s->http);
 	pthread_mutex_destroy(&s->qmu);
 	pthread_cond_destroy(&s->qcv);
+	pthread_mutex_destroy(&s->pmu);
+	pthread_cond_destroy(&s->pcv);
 	free(s);
 }

@@ -15,6 +15,13 @@
  * a peer that sends requests but reads no answers would otherwise hold
  * every context and starve every other client.
  *
+ * GET /healthz also tells whether requests are being answered: with
+ * requests in progress and none answered for stall_ms it says 503
+ * "stalled" (a wedged request path: every context held, a handler that
+ * never returns). A prober thread sends the server a health request over
+ * its own socket whenever nothing has been answered for a while, so that
+ * an idle server shows it answers too; those requests count in the
+ * handler's metrics like any other.
  */
 #ifndef SH_SERVER_H
 #define SH_SERVER_H
@@ -58,9 +65,13 @@ typedef struct sh_server_opts {
 				its connection; past it the connection is
 				closed (a peer that takes requests but no
 				answers). 0: SH_SERVER_SEND_TIMEOUT_MS */
+	int stall_ms;	     /* /healthz says "stalled" after this long with
+				requests in progress and none answered. 0:
+				SH_SERVER_STALL_MS; < 0: never */
 } sh_server_opts;
 
 #define SH_SERVER_SEND_TIMEOUT_MS 30000
+#define SH_SERVER_STALL_MS 60000
 
 /* Starts serving h (copied). On SH_OK, the URLs actually bound (port 0
  * resolved) are readable with sh_server_listen_url / sh_server_metrics_url. */

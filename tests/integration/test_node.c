@@ -1281,29 +1281,26 @@ static int raw_connect(const char *url)
 	return fd;
 }
 
-static void test_a_client_that_does_not_read(void **state)
+/* Makes a raw peer hold every context of the node: it sends GETs of one
+ * point of a new collection coll, whose 8 KiB payload asked 256 times
+ * over makes a 2 MiB answer, more of them than the node has contexts (16
+ * or more), and never reads. Returns its socket. */
+static int hog_contexts(const char *coll)
 {
-	/* a node whose answers may wait half a second for their peer */
-	stop_node(SIGTERM);
-	const char *const extra[] = {"--send-timeout-ms", "500", NULL};
-	assert_int_equal(start_node(extra), 0);
-	char err[256];
-	assert_int_equal(
-	    np_create(cli, "slow", DIM, SHOAL__V1__METRIC__L2, NULL), 0);
+	assert_int_equal(np_create(cli, coll, DIM, SHOAL__V1__METRIC__L2, NULL),
+			 0);
 	static char payload[8300];
 	int off = snprintf(payload, sizeof(payload), "{\"blob\":\"");
 	memset(payload + off, 'x', 8192);
 	snprintf(payload + off + 8192, sizeof(payload) - off - 8192, "\"}");
 	float v[DIM] = {1, 2, 3, 4};
 	int st;
-	assert_int_equal(np_upsert1(cli, "slow", 1, v, DIM, payload, 1, &st),
-			 0);
+	assert_int_equal(np_upsert1(cli, coll, 1, v, DIM, payload, 1, &st), 0);
 	assert_int_equal(st, 0);
 
-	/* one GET of point 1, 256 times over: 2 MiB to answer */
 	Shoal__V1__GetRequest *g = P(sizeof(*g));
 	shoal__v1__get_request__init(g);
-	g->collection = "slow";
+	g->collection = (char *)coll;
 	g->with_payload = true;
 	g->n_ids = 256;
 	g->ids = P(g->n_ids * sizeof(void *));
@@ -1318,9 +1315,9 @@ static void test_a_client_that_does_not_read(void **state)
 
 	int fd = raw_connect(node.url);
 	fcntl(fd, F_SETFL, O_NONBLOCK);
-	/* more requests than the node has contexts (16 or more), each framed
-	 * as nng's TCP transport does: a 64-bit length, the REQ request id
-	 * (high bit set), the body; sent until the socket takes no more */
+	/* each framed as nng's TCP transport does: a 64-bit length, the REQ
+	 * request id (high bit set), the body; sent until the socket takes
+	 * no more */
 	int sent = 0;
 	for (uint32_t i = 0; i < 64; i++) {
 		uint8_t fr[12];
@@ -1338,6 +1335,17 @@ static void test_a_client_that_does_not_read(void **state)
 	}
 	free(body);
 	assert_true(sent >= 20);
+	return fd;
+}
+
+static void test_a_client_that_does_not_read(void **state)
+{
+	/* a node whose answers may wait half a second for their peer */
+	stop_node(SIGTERM);
+	const char *const extra[] = {"--send-timeout-ms", "500", NULL};
+	assert_int_equal(start_node(extra), 0);
+	char err[256];
+	int fd = hog_contexts("slow");
 	np_sleep_ms(1000);
 
 	/* another client is served, within a few of the send timeouts */
@@ -1364,6 +1372,53 @@ static void test_a_client_that_does_not_read(void **state)
 		;
 	assert_true(r == 0 || (r < 0 && errno == ECONNRESET));
 	close(fd);
+}
+
+/* ---- Liveness: a wedged request path shows on /healthz -------------------
+ * The same peer that reads no answers, against a node that lets answers
+ * wait for ever: nothing is answered any more, and /healthz, which its own
+ * HTTP thread still answers, must say so instead of "serving" (jepsen bug 5:
+ * a node answered /healthz for minutes while it answered no request). */
+
+static bool healthz_says(const char *want, int want_status)
+{
+	int status = 0;
+	char *m = np_http_get(&node, "/healthz", &status);
+	bool ok = m && status == want_status && strstr(m, want);
+	free(m);
+	return ok;
+}
+
+static void test_a_wedged_node_fails_its_health_check(void **state)
+{
+	stop_node(SIGTERM);
+	const char *const extra[] = {"--send-timeout-ms", "3600000",
+				     "--stall-ms", "1000", NULL};
+	assert_int_equal(start_node(extra), 0);
+	/* idle for longer than the stall time: the prober's requests are
+	 * answered, so it serves */
+	np_sleep_ms(2500);
+	assert_true(healthz_says("serving", 200));
+
+	int fd = hog_contexts("wedge");
+	double t0 = np_now_s();
+	bool stalled = false;
+	while (!stalled && np_now_s() - t0 < 20) {
+		np_sleep_ms(200);
+		stalled = healthz_says("stalled", 503);
+	}
+	assert_true(stalled);
+
+	/* the peer goes: its connection closes, the contexts it held are
+	 * free, and the node is healthy again */
+	close(fd);
+	t0 = np_now_s();
+	bool serving = false;
+	while (!serving && np_now_s() - t0 < 20) {
+		np_sleep_ms(200);
+		serving = healthz_says("serving", 200);
+	}
+	assert_true(serving);
 }
 
 /* ---- Shutdown: answers to requests in flight still leave ------------------
@@ -1405,12 +1460,13 @@ static void *big_call_main(void *arg)
 	return NULL;
 }
 
-static void test_sigterm_answers_requests_in_flight(void **state)
+/* Encodes into b an upsert of points 1..nb into coll (created here). */
+static void big_upsert(const char *coll, size_t nb, struct big_call *b)
 {
-	assert_int_equal(
-	    np_create(cli, "drain", DIM, SHOAL__V1__METRIC__L2, NULL), 0);
+	assert_int_equal(np_create(cli, coll, DIM, SHOAL__V1__METRIC__L2, NULL),
+			 0);
 	/* built here, not with upsert_range, whose pool holds 8192 objects */
-	enum { NB = 10000 };
+	const size_t NB = nb;
 	Shoal__V1__Point *pts = calloc(NB, sizeof(*pts));
 	Shoal__V1__Point **pp = calloc(NB, sizeof(*pp));
 	Shoal__V1__PointId *ids = calloc(NB, sizeof(*ids));
@@ -1429,18 +1485,24 @@ static void test_sigterm_answers_requests_in_flight(void **state)
 		pp[i] = &pts[i];
 	}
 	Shoal__V1__UpsertRequest up = SHOAL__V1__UPSERT_REQUEST__INIT;
-	up.collection = "drain";
+	up.collection = (char *)coll;
 	up.points = pp;
 	up.n_points = NB;
 	Shoal__V1__Request *rq = REQ(SHOAL__V1__REQUEST__OP_UPSERT);
 	rq->upsert = &up;
 	rq->protocol_version = SH_WIRE_PROTOCOL_VERSION;
-	struct big_call b = {0};
-	assert_int_equal(sh_wire_encode_request(rq, &b.req, &b.len), 0);
+	assert_int_equal(sh_wire_encode_request(rq, &b->req, &b->len), 0);
 	free(pts);
 	free(pp);
 	free(ids);
 	free(vs);
+}
+
+static void test_sigterm_answers_requests_in_flight(void **state)
+{
+	enum { NB = 10000 };
+	struct big_call b = {0};
+	big_upsert("drain", NB, &b);
 
 	pthread_t t;
 	pthread_create(&t, NULL, big_call_main, &b);
@@ -1467,6 +1529,45 @@ static void test_sigterm_answers_requests_in_flight(void **state)
 		      b.code == SH_OK ? "applied" : "EBUSY", b.secs);
 }
 
+/* ---- Liveness: one long request is no stall --------------------------------
+ * A single upsert that takes longer than the stall time, and nothing else:
+ * the prober's health requests are answered meanwhile, so /healthz keeps
+ * saying "serving" (without them it would say "stalled" half-way). */
+
+static void test_a_long_request_is_no_stall(void **state)
+{
+	stop_node(SIGTERM);
+	const char *const extra[] = {"--stall-ms", "400", "--max-batch",
+				     "100000", NULL};
+	assert_int_equal(start_node(extra), 0);
+	enum { NB = 40000 };
+	struct big_call b = {0};
+	big_upsert("long", NB, &b);
+	pthread_t t;
+	pthread_create(&t, NULL, big_call_main, &b);
+	int polls = 0, stalled = 0;
+	struct timespec ts = {0, 50 * 1000000L};
+	for (;;) {
+		nanosleep(&ts, NULL);
+		int status = 0;
+		char *m = np_http_get(&node, "/healthz", &status);
+		polls++;
+		stalled += m && status != 200;
+		free(m);
+		if (pthread_tryjoin_np(t, NULL) == 0)
+			break;
+	}
+	free(b.req);
+	if (b.rc)
+		fail_msg("the long upsert got no answer: %s", b.err);
+	assert_int_equal(b.code, SH_OK);
+	print_message("  a %.2f s upsert: %d /healthz polls, %d not 200\n",
+		      b.secs, polls, stalled);
+	/* meaningful only when the upsert outlasted the stall time */
+	assert_true(b.secs > 0.8);
+	assert_int_equal(stalled, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1483,6 +1584,10 @@ int main(void)
 	    cmocka_unit_test_teardown(test_sigterm_answers_requests_in_flight,
 				      test_teardown),
 	    cmocka_unit_test_teardown(test_a_client_that_does_not_read,
+				      test_teardown),
+	    cmocka_unit_test_teardown(test_a_wedged_node_fails_its_health_check,
+				      test_teardown),
+	    cmocka_unit_test_teardown(test_a_long_request_is_no_stall,
 				      test_teardown),
 	    cmocka_unit_test_teardown(test_slots_and_restart, test_teardown),
 	};
