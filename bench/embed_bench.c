@@ -17,7 +17,11 @@
  * per measurement on stdout: texts/s, p50 and p99 latency in ms, errors,
  * and, read from the server's /metrics over the measured window, its
  * forward passes (count, mean texts, mean ms) and the latency bound of
- * dynamic batching: --delay-us + one pass (p99_bound_ms).
+ * dynamic batching: --delay-us + one pass (p99_bound_ms). When it started
+ * the server (at --log-level debug: a line per forward pass) it also reads
+ * the passes of the window from its log: their own p50 and p99
+ * (pass_p50_ms, pass_p99_ms) and the bound at the same percentile,
+ * --delay-us + the p99 pass (p99_bound_tail_ms).
  * A backend that is absent (no GPU) is reported on stderr and skipped.
  * With --url, only the client side runs, against a server started
  * elsewhere (--metrics-url: its /metrics, for the pass figures; give
@@ -192,9 +196,50 @@ static bool scrape(const char *metrics_url, struct passes *p)
  * metrics_url, the line also has the forward passes of the measured
  * window: their count, mean texts and mean time, and the latency bound of
  * dynamic batching, max-queue-delay + one pass (the mean). */
+/* The forward passes that started in [t0_us, t1_us), from the server's
+ * debug lines "embed: pass at T us: N texts of S tokens, X ms": their
+ * durations in ms, sorted, into *out (malloc'd); returns how many. */
+static size_t read_passes(const char *log, uint64_t t0_us, uint64_t t1_us,
+			  float **out)
+{
+	*out = NULL;
+	FILE *f = log ? fopen(log, "r") : NULL;
+	if (!f)
+		return 0;
+	size_t n = 0, cap = 0;
+	float *v = NULL;
+	char line[512];
+	while (fgets(line, sizeof(line), f)) {
+		const char *at = strstr(line, "embed: pass at ");
+		unsigned long long t;
+		int texts, toks;
+		double ms;
+		if (!at ||
+		    sscanf(at,
+			   "embed: pass at %llu us: %d texts of %d "
+			   "tokens, %lf ms",
+			   &t, &texts, &toks, &ms) != 4 ||
+		    t < t0_us || t >= t1_us)
+			continue;
+		if (n == cap) {
+			cap = cap ? 2 * cap : 256;
+			float *nv = realloc(v, cap * sizeof(*nv));
+			if (!nv)
+				break;
+			v = nv;
+		}
+		v[n++] = (float)ms;
+	}
+	fclose(f);
+	qsort(v, n, sizeof(*v), cmp_float);
+	*out = v;
+	return n;
+}
+
 static void measure(const struct eopts *o, const char *url,
-		    const char *metrics_url, const char *backend,
-		    const char *mode, bool batching, bool hot, size_t conc)
+		    const char *metrics_url, const char *server_log,
+		    const char *backend, const char *mode, bool batching,
+		    bool hot, size_t conc)
 {
 	struct run r = {.url = url, .hot = hot};
 	struct cli *cs = calloc(conc, sizeof(*cs));
@@ -235,7 +280,7 @@ static void measure(const struct eopts *o, const char *url,
 			lasterr = cs[i].lasterr;
 	}
 	qsort(all, n, sizeof(*all), cmp_float);
-	char passes[256] = "";
+	char passes[512] = "";
 	double nb = p1.batches - p0.batches;
 	if (have && nb > 0) {
 		double fwd_ms = (p1.forward_s - p0.forward_s) * 1e3 / nb;
@@ -244,9 +289,24 @@ static void measure(const struct eopts *o, const char *url,
 				 "\"mean_pass_ms\":%.2f",
 				 nb, (p1.texts - p0.texts) / nb, fwd_ms);
 		if (batching) /* the bound is dynamic batching's */
-			snprintf(passes + w, sizeof(passes) - (size_t)w,
-				 ",\"p99_bound_ms\":%.2f",
-				 o->delay_us * 1e-3 + fwd_ms);
+			w += snprintf(passes + w, sizeof(passes) - (size_t)w,
+				      ",\"p99_bound_ms\":%.2f",
+				      o->delay_us * 1e-3 + fwd_ms);
+		float *pv;
+		size_t np = read_passes(server_log, (uint64_t)(r.t0 * 1e6),
+					(uint64_t)(r.t1 * 1e6), &pv);
+		if (np > 0) {
+			double p99 = bench_percentile(pv, np, 0.99);
+			w += snprintf(
+			    passes + w, sizeof(passes) - (size_t)w,
+			    ",\"pass_p50_ms\":%.2f,\"pass_p99_ms\":%.2f",
+			    bench_percentile(pv, np, 0.50), p99);
+			if (batching)
+				snprintf(passes + w, sizeof(passes) - (size_t)w,
+					 ",\"p99_bound_tail_ms\":%.2f",
+					 o->delay_us * 1e-3 + p99);
+		}
+		free(pv);
 	}
 	printf("{\"bench\":\"embed\",\"backend\":\"%s\",\"mode\":\"%s\","
 	       "\"batching\":%s,\"cache\":%s,\"concurrency\":%zu,"
@@ -290,6 +350,8 @@ static int run_mode(const struct eopts *o, const char *backend,
 	extra[a++] = "127.0.0.1:0";
 	extra[a++] = "--cache-entries";
 	extra[a++] = hot ? "100000" : "0";
+	extra[a++] = "--log-level"; /* a line per forward pass */
+	extra[a++] = "debug";
 	if (o->model) {
 		extra[a++] = "--model";
 		extra[a++] = o->model;
@@ -310,8 +372,10 @@ static int run_mode(const struct eopts *o, const char *backend,
 		pthread_join(c.th, NULL);
 		free(c.lat);
 	}
+	char log[700];
+	snprintf(log, sizeof(log), "%s/log", p.dir);
 	for (size_t i = 0; i < o->nconc; i++)
-		measure(o, p.url, p.metrics, backend, mode, batching, hot,
+		measure(o, p.url, p.metrics, log, backend, mode, batching, hot,
 			o->conc[i]);
 	bench_proc_stop(&p, 0);
 	return 0;
@@ -397,7 +461,7 @@ int cmd_embed(int argc, char **argv)
 	if (o.url) {
 		/* A server started elsewhere: its own flags apply. */
 		for (size_t i = 0; i < o.nconc; i++)
-			measure(&o, o.url, o.metrics_url, "external",
+			measure(&o, o.url, o.metrics_url, NULL, "external",
 				"external", true, false, o.conc[i]);
 		return 0;
 	}
