@@ -192,12 +192,8 @@ static bool scrape(const char *metrics_url, struct passes *p)
 	return true;
 }
 
-/* Runs conc clients against url; prints one JSON line. With the server's
- * metrics_url, the line also has the forward passes of the measured
- * window: their count, mean texts and mean time, and the latency bound of
- * dynamic batching, max-queue-delay + one pass (the mean). */
 /* The forward passes that started in [t0_us, t1_us), from the server's
- * debug lines "embed: pass at T us: N texts of S tokens, X ms": their
+ * debug lines "embed: pass at T us: N texts of up to S tokens, X ms": their
  * durations in ms, sorted, into *out (malloc'd); returns how many. */
 static size_t read_passes(const char *log, uint64_t t0_us, uint64_t t1_us,
 			  float **out)
@@ -216,7 +212,7 @@ static size_t read_passes(const char *log, uint64_t t0_us, uint64_t t1_us,
 		double ms;
 		if (!at ||
 		    sscanf(at,
-			   "embed: pass at %llu us: %d texts of %d "
+			   "embed: pass at %llu us: %d texts of up to %d "
 			   "tokens, %lf ms",
 			   &t, &texts, &toks, &ms) != 4 ||
 		    t < t0_us || t >= t1_us)
@@ -236,6 +232,12 @@ static size_t read_passes(const char *log, uint64_t t0_us, uint64_t t1_us,
 	return n;
 }
 
+/* Runs conc clients against url; prints one JSON line. With the server's
+ * metrics_url, the line also has the forward passes of the measured
+ * window: their count, mean texts and mean time, and the latency bound of
+ * dynamic batching, max-queue-delay + one pass (the mean); with its debug
+ * log (server_log, NULL: none), the passes' own p50 and p99 and the bound
+ * at the p99 pass. */
 static void measure(const struct eopts *o, const char *url,
 		    const char *metrics_url, const char *server_log,
 		    const char *backend, const char *mode, bool batching,

@@ -74,7 +74,8 @@ static int forward_rows(embed_batcher *b, struct brow *rows, int n, char *err,
 	uint64_t dt = sh_now_us() - t0;
 	/* One line per pass at debug level, with the monotonic start time:
 	 * what shoal-bench embed reads for the passes' own percentiles. */
-	sh_debug("embed", "pass at %llu us: %d texts of %d tokens, %.3f ms",
+	sh_debug("embed",
+		 "pass at %llu us: %d texts of up to %d tokens, %.3f ms",
 		 (unsigned long long)t0, n, seq, (double)dt * 1e-3);
 	sh_histogram_observe(&b->st.forward, dt);
 	atomic_fetch_add(&b->st.forward_us, dt);
