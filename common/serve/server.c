@@ -54,6 +54,9 @@ struct sh_server {
 	 * what the stop drains (see slot_cb for the ordering). */
 	atomic_int inflight;
 	atomic_bool stopping;
+	/* Set before the socket closes: a callback then starts nothing new
+	 * on its aio, which the stop is about to free. */
+	atomic_bool closing;
 	/* Liveness (see server_stalled): requests received and not yet
 	 * ended, and when one last ended (answered or dropped). The prober
 	 * sends the server a health request whenever nothing has ended for
@@ -82,6 +85,8 @@ struct sh_server {
 
 static void arm_recv(struct slot *sl)
 {
+	if (atomic_load(&sl->s->closing))
+		return;
 	sl->state = SLOT_RECV;
 	nng_aio_set_timeout(sl->aio, NNG_DURATION_INFINITE);
 	nng_ctx_recv(sl->ctx, sl->aio);
@@ -590,6 +595,7 @@ void sh_server_stop(sh_server *s, int drain_ms)
 		sleep_ms(5);
 	if (s->nslots && drain_ms > 0)
 		sleep_ms(50); /* let the last replies leave the pipes */
+	atomic_store(&s->closing, true);
 	if (s->sock_open)
 		nng_close(s->sock); /* every pending aio completes: ECLOSED */
 	/* The workers finish what is queued (its sends fail) and exit. */
@@ -599,10 +605,16 @@ void sh_server_stop(sh_server *s, int drain_ms)
 	pthread_mutex_unlock(&s->qmu);
 	for (int i = 0; i < s->nworkers; i++)
 		pthread_join(s->workers[i], NULL);
+	/* Every aio stopped (its callback done) before any is freed: a
+	 * callback still running could otherwise touch an aio being freed
+	 * (nng panicked so when answers were queued behind a stuck peer:
+	 * their sends complete as successes when the socket closes). */
 	for (int i = 0; s->slots && i < s->nslots; i++)
 		if (s->slots[i].aio)
-			nng_aio_free(
-			    s->slots[i].aio); /* waits for its callback */
+			nng_aio_stop(s->slots[i].aio);
+	for (int i = 0; s->slots && i < s->nslots; i++)
+		if (s->slots[i].aio)
+			nng_aio_free(s->slots[i].aio);
 	free(s->slots);
 	free(s->workers);
 	if (s->http)
