@@ -17,7 +17,47 @@ struct sh_rpc {
 	int timeout_ms;
 	sh_wire_limits lim;
 	atomic_uint_fast64_t next_id;
+	/* A connection that answers nothing is replaced (see stale): the
+	 * current pipe, when an answer last arrived, the last replacement. */
+	atomic_uint pipe;
+	atomic_uint_fast64_t answer_ms, reset_ms;
 };
+
+/* How long a connection may answer nothing, while calls on it time out,
+ * before it is closed and dialled again. A TCP connection that lost
+ * packets for a few seconds (a partition that healed) waits out its
+ * retransmission backoff, tens of seconds after a long enough outage,
+ * while a new connection gets through at once. */
+#define RPC_STALE_MS 5000
+
+static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	sh_rpc *c = arg;
+	unsigned id = (unsigned)nng_pipe_id(p);
+	if (ev == NNG_PIPE_EV_ADD_POST) {
+		atomic_store(&c->pipe, id);
+	} else {
+		unsigned cur = id;
+		atomic_compare_exchange_strong(&c->pipe, &cur, 0u);
+	}
+}
+
+/* A call timed out: when nothing has come back on the connection for
+ * RPC_STALE_MS (and it was not just replaced), close it; the dialer
+ * connects again at once (its calls in flight fail as they would have). */
+static void stale(sh_rpc *c)
+{
+	uint64_t now = nng_clock();
+	uint64_t quiet = now - atomic_load(&c->answer_ms);
+	uint64_t since = now - atomic_load(&c->reset_ms);
+	unsigned id = atomic_load(&c->pipe);
+	if (quiet < RPC_STALE_MS || since < RPC_STALE_MS || id == 0)
+		return;
+	atomic_store(&c->reset_ms, now);
+	nng_pipe p = NNG_PIPE_INITIALIZER;
+	p.id = id;
+	nng_pipe_close(p);
+}
 
 int sh_rpc_dial(const char *url, int timeout_ms, size_t max_message,
 		sh_rpc **out, char *err, size_t errlen)
@@ -31,6 +71,9 @@ int sh_rpc_dial(const char *url, int timeout_ms, size_t max_message,
 	if (max_message)
 		c->lim.max_message_bytes = max_message;
 	atomic_init(&c->next_id, 1);
+	atomic_init(&c->pipe, 0u);
+	atomic_init(&c->answer_ms, nng_clock());
+	atomic_init(&c->reset_ms, 0);
 	int rv = nng_req0_open(&c->sock);
 	if (rv) {
 		free(c);
@@ -43,6 +86,8 @@ int sh_rpc_dial(const char *url, int timeout_ms, size_t max_message,
 			    c->lim.max_message_bytes);
 	nng_socket_set_ms(c->sock, NNG_OPT_RECONNMINT, 20);
 	nng_socket_set_ms(c->sock, NNG_OPT_RECONNMAXT, 500);
+	nng_pipe_notify(c->sock, NNG_PIPE_EV_ADD_POST, on_pipe, c);
+	nng_pipe_notify(c->sock, NNG_PIPE_EV_REM_POST, on_pipe, c);
 	rv = nng_dial(c->sock, url, NULL, NNG_FLAG_NONBLOCK);
 	if (rv) {
 		nng_close(c->sock);
@@ -72,6 +117,7 @@ static int nng_to_sh(int rv)
 /* One call in flight: send, then receive on the same context, driven by
  * the aio's callback; the caller waits on `cv`. */
 struct sh_rpc_op {
+	sh_rpc *c;
 	nng_ctx ctx;
 	nng_aio *aio;
 	bool ctx_open;
@@ -105,6 +151,8 @@ static void op_cb(void *arg)
 	}
 	if (op->state == OP_SEND) /* the message is still ours */
 		nng_msg_free(nng_aio_get_msg(op->aio));
+	if (rv == 0)
+		atomic_store(&op->c->answer_ms, nng_clock());
 	pthread_mutex_lock(&op->mu);
 	op->rv = rv;
 	op->reply = rv == 0 ? nng_aio_get_msg(op->aio) : NULL;
@@ -133,6 +181,7 @@ int sh_rpc_start(sh_rpc *c, const uint8_t *buf, size_t len, int timeout_ms,
 	sh_rpc_op *op = calloc(1, sizeof(*op));
 	if (!op)
 		return SH_ENOMEM;
+	op->c = c;
 	pthread_mutex_init(&op->mu, NULL);
 	pthread_cond_init(&op->cv, NULL);
 	nng_msg *m = NULL;
@@ -169,6 +218,8 @@ int sh_rpc_finish(sh_rpc_op *op, uint8_t **out, size_t *outlen, char *err,
 		pthread_cond_wait(&op->cv, &op->mu);
 	pthread_mutex_unlock(&op->mu);
 	int rc = SH_OK;
+	if (op->rv == NNG_ETIMEDOUT)
+		stale(op->c);
 	if (op->rv) {
 		rc = sh_errf(err, errlen, nng_to_sh(op->rv), "request: %s",
 			     nng_strerror(op->rv));

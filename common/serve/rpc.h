@@ -7,6 +7,13 @@
  * uses its own nng context. nng's automatic resend of a request is turned
  * off (a resent write could land after a newer one); a call that times out
  * returns SH_ETIMEDOUT and the write may or may not have been applied.
+ *
+ * A connection on which calls time out while nothing at all has come back
+ * for 5 s is closed and dialled again: after a partition heals, TCP would
+ * otherwise wait out its retransmission backoff (tens of seconds after a
+ * long enough outage) before the old connection carried anything, while
+ * a new one gets through at once. Calls still in flight on it fail then
+ * (their outcome was already in doubt).
  */
 #ifndef SH_RPC_H
 #define SH_RPC_H

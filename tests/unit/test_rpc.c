@@ -1,0 +1,118 @@
+/* sh_rpc against a fake server whose first connection takes requests and
+ * never answers (a TCP connection stuck in retransmission backoff after a
+ * partition healed looks like that to the client): the client must give
+ * that connection up and get its answers on a new one. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+
+#include "error.h"
+#include "rpc.h"
+
+struct fake {
+	nng_socket sock;
+	char url[128];
+	pthread_t th;
+	atomic_uint first_pipe, pipes_answered;
+	atomic_int ignored, answered;
+};
+
+/* Echoes every request, except those that come on the first pipe. */
+static void *fake_main(void *arg)
+{
+	struct fake *f = arg;
+	for (;;) {
+		nng_msg *m;
+		if (nng_recvmsg(f->sock, &m, 0) != 0)
+			return NULL; /* closed */
+		unsigned p = (unsigned)nng_pipe_id(nng_msg_get_pipe(m));
+		unsigned none = 0;
+		atomic_compare_exchange_strong(&f->first_pipe, &none, p);
+		if (p == atomic_load(&f->first_pipe)) {
+			atomic_fetch_add(&f->ignored, 1);
+			nng_msg_free(m);
+			continue;
+		}
+		atomic_store(&f->pipes_answered, p);
+		atomic_fetch_add(&f->answered, 1);
+		if (nng_sendmsg(f->sock, m, 0) != 0)
+			nng_msg_free(m);
+	}
+}
+
+static double now_s(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static void test_a_connection_that_answers_nothing_is_replaced(void **st)
+{
+	(void)st;
+	struct fake f = {0};
+	assert_int_equal(nng_rep0_open(&f.sock), 0);
+	nng_listener l;
+	assert_int_equal(nng_listen(f.sock, "tcp://127.0.0.1:0", &l, 0), 0);
+	int port = 0;
+	assert_int_equal(nng_listener_get_int(l, NNG_OPT_TCP_BOUND_PORT, &port),
+			 0);
+	snprintf(f.url, sizeof(f.url), "tcp://127.0.0.1:%d", port);
+	assert_int_equal(pthread_create(&f.th, NULL, fake_main, &f), 0);
+
+	sh_rpc *c;
+	char err[256];
+	assert_int_equal(sh_rpc_dial(f.url, 300, 0, &c, err, sizeof(err)),
+			 SH_OK);
+	const uint8_t req[] = "ping";
+	double t0 = now_s();
+	int timeouts = 0, ok = 0;
+	while (ok == 0 && now_s() - t0 < 30) {
+		uint8_t *out;
+		size_t outlen;
+		int rc = sh_rpc_call_raw(c, req, sizeof(req), &out, &outlen,
+					 err, sizeof(err));
+		if (rc == SH_OK) {
+			assert_int_equal(outlen, sizeof(req));
+			assert_memory_equal(out, req, sizeof(req));
+			free(out);
+			ok++;
+		} else {
+			timeouts += rc == SH_ETIMEDOUT;
+		}
+	}
+	double secs = now_s() - t0;
+	print_message("answered after %.1f s, %d timeouts, %d requests "
+		      "ignored on the first connection\n",
+		      secs, timeouts, atomic_load(&f.ignored));
+	assert_int_equal(ok, 1);
+	assert_true(timeouts > 0);
+	assert_true(atomic_load(&f.pipes_answered) !=
+		    atomic_load(&f.first_pipe));
+	/* replaced after ~5 s of silence, not after tens of seconds */
+	assert_true(secs < 15);
+	sh_rpc_close(c);
+	nng_close(f.sock);
+	pthread_join(f.th, NULL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(
+		test_a_connection_that_answers_nothing_is_replaced),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
