@@ -30,6 +30,7 @@ struct cfg {
 	bool batching;
 	int64_t max_batch, max_queue_delay_us, max_queue, cache_entries;
 	int64_t threads, drain_ms, send_timeout_ms, stall_ms, timeout_ms;
+	int64_t stop_timeout_ms;
 	uint64_t max_message, cache_bytes;
 };
 
@@ -133,6 +134,7 @@ int main(int argc, char **argv)
 	    .drain_ms = 5000,
 	    .send_timeout_ms = SH_SERVER_SEND_TIMEOUT_MS,
 	    .stall_ms = SH_SERVER_STALL_MS,
+	    .stop_timeout_ms = SH_STOP_TIMEOUT_MS,
 	    .timeout_ms = 30000,
 	    .max_message = 64u << 20,
 	};
@@ -184,8 +186,8 @@ int main(int argc, char **argv)
 	     "start every shoal server alike",
 	     NULL, 0, 0},
 	    SH_SERVER_FLAGS(&c.metrics, &c.max_message, &c.drain_ms,
-			    &c.send_timeout_ms, &c.stall_ms, &c.ready_file,
-			    &c.log_level, &c.config),
+			    &c.send_timeout_ms, &c.stall_ms, &c.stop_timeout_ms,
+			    &c.ready_file, &c.log_level, &c.config),
 	};
 	size_t nflags = sizeof(flags) / sizeof(flags[0]);
 	char err[512];
@@ -292,7 +294,8 @@ int main(int argc, char **argv)
 	sh_server_announce(a.server, "embed", c.ready_file);
 
 	a.loop = uv_default_loop();
-	sh_run_until_signal(a.loop, "embed", on_stop, &a);
+	sh_run_until_signal(a.loop, "embed", (int)c.stop_timeout_ms, on_stop,
+			    &a);
 
 	sh_embed_server_close(a.es);
 	uv_loop_close(a.loop);

@@ -25,6 +25,7 @@ struct cfg {
 	sh_strlist topics, props, embed;
 	int64_t batch_size, linger_ms, max_inflight, max_pending, timeout_ms;
 	int64_t backoff_ms, backoff_max_ms, revoke_timeout_ms, commit_ms;
+	int64_t stop_timeout_ms;
 };
 
 struct app {
@@ -100,6 +101,7 @@ int main(int argc, char **argv)
 	c.backoff_max_ms = d.backoff_max_ms;
 	c.revoke_timeout_ms = d.revoke_timeout_ms;
 	c.commit_ms = d.commit_interval_ms;
+	c.stop_timeout_ms = SH_STOP_TIMEOUT_MS;
 	sh_flag flags[] = {
 	    {"brokers", SH_FLAG_STR, &c.brokers,
 	     "Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]", NULL, 0, 0},
@@ -150,6 +152,7 @@ int main(int argc, char **argv)
 	     NULL, 0, 3600000},
 	    {"commit-interval-ms", SH_FLAG_INT, &c.commit_ms,
 	     "how often written offsets are committed", NULL, 1, 3600000},
+	    SH_STOP_TIMEOUT_FLAG(&c.stop_timeout_ms),
 	    {"metrics", SH_FLAG_STR, &c.metrics,
 	     "IPV4:PORT of the HTTP listener for /metrics and /healthz (port "
 	     "0: any free port)",
@@ -241,7 +244,8 @@ int main(int argc, char **argv)
 	sh_server_announce(a.server, "ingest", c.ready_file);
 
 	uv_loop_t *loop = uv_default_loop();
-	sh_run_until_signal(loop, "ingest", on_stop, &a);
+	sh_run_until_signal(loop, "ingest", (int)c.stop_timeout_ms, on_stop,
+			    &a);
 	pthread_join(th, NULL);
 	sh_server_stop(a.server, 0);
 	sh_ingest_close(a.w);

@@ -21,7 +21,7 @@ struct cfg {
 	const char *ready_file;
 	int fsync;
 	int64_t threads, fsync_interval_ms, vacuum_interval_ms, drain_ms;
-	int64_t send_timeout_ms, stall_ms;
+	int64_t send_timeout_ms, stall_ms, stop_timeout_ms;
 	int64_t block_cache_mib;
 	uint64_t max_message;
 	int64_t max_batch;
@@ -144,6 +144,7 @@ int main(int argc, char **argv)
 	    .drain_ms = 5000,
 	    .send_timeout_ms = SH_SERVER_SEND_TIMEOUT_MS,
 	    .stall_ms = SH_SERVER_STALL_MS,
+	    .stop_timeout_ms = SH_STOP_TIMEOUT_MS,
 	    .block_cache_mib = 256,
 	    .max_message = 64u << 20,
 	    .max_batch = 10000,
@@ -176,8 +177,8 @@ int main(int argc, char **argv)
 	    {"block-cache-mib", SH_FLAG_INT, &c.block_cache_mib,
 	     "RocksDB block cache", NULL, 8, 1 << 20},
 	    SH_SERVER_FLAGS(&c.metrics, &c.max_message, &c.drain_ms,
-			    &c.send_timeout_ms, &c.stall_ms, &c.ready_file,
-			    &c.log_level, &c.config),
+			    &c.send_timeout_ms, &c.stall_ms, &c.stop_timeout_ms,
+			    &c.ready_file, &c.log_level, &c.config),
 	};
 	size_t nflags = sizeof(flags) / sizeof(flags[0]);
 	char err[512];
@@ -258,7 +259,8 @@ int main(int argc, char **argv)
 		uv_timer_start(&a.sync, on_sync_timer,
 			       (uint64_t)c.fsync_interval_ms,
 			       (uint64_t)c.fsync_interval_ms);
-	sh_run_until_signal(a.loop, "node", on_stop, &a);
+	sh_run_until_signal(a.loop, "node", (int)c.stop_timeout_ms, on_stop,
+			    &a);
 
 	/* Everything is closed and no work is queued: flush and close. */
 	sh_node_sync(a.node);

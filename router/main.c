@@ -69,7 +69,8 @@ int main(int argc, char **argv)
 	int64_t threads = 4 * (ncpu > 1 ? ncpu : 1), read_ms = 1000,
 		write_ms = 30000, drain_ms = 5000,
 		send_timeout_ms = SH_SERVER_SEND_TIMEOUT_MS,
-		stall_ms = SH_SERVER_STALL_MS;
+		stall_ms = SH_SERVER_STALL_MS,
+		stop_timeout_ms = SH_STOP_TIMEOUT_MS;
 	uint64_t max_message = 64u << 20;
 	sh_flag flags[] = {
 	    {"listen", SH_FLAG_STR, &listen,
@@ -98,7 +99,8 @@ int main(int argc, char **argv)
 	    {"write-timeout-ms", SH_FLAG_INT, &write_ms,
 	     "default deadline of a node call for writes", NULL, 1, 3600000},
 	    SH_SERVER_FLAGS(&metrics, &max_message, &drain_ms, &send_timeout_ms,
-			    &stall_ms, &ready_file, &log_level, &config),
+			    &stall_ms, &stop_timeout_ms, &ready_file,
+			    &log_level, &config),
 	};
 	size_t nflags = sizeof(flags) / sizeof(flags[0]);
 	char err[512];
@@ -159,7 +161,8 @@ int main(int argc, char **argv)
 	sh_server_announce(a.server, "router", ready_file);
 
 	a.loop = uv_default_loop();
-	sh_run_until_signal(a.loop, "router", on_stop, &a);
+	sh_run_until_signal(a.loop, "router", (int)stop_timeout_ms, on_stop,
+			    &a);
 	sh_router_close(a.router);
 	uv_loop_close(a.loop);
 	sh_info("router", "stopped");

@@ -47,11 +47,20 @@ typedef struct sh_flag {
 	int64_t min, max;    /* INT, SIZE: allowed range when min < max */
 } sh_flag;
 
+/* clang-format off */
+/* --stop-timeout-ms (an int64_t, default SH_STOP_TIMEOUT_MS, stop.h): every
+ * shoal process's, the servers' through SH_SERVER_FLAGS. */
+#define SH_STOP_TIMEOUT_FLAG(stop_timeout_ms)                               \
+	{"stop-timeout-ms", SH_FLAG_INT, (stop_timeout_ms),                  \
+	 "on SIGTERM/SIGINT, how long the whole stop may take; past it the " \
+	 "process logs its threads' stacks and exits with status 3 "         \
+	 "(0: no limit)", NULL, 0, 3600000}
+
 /* The flags every shoal server (node, router, embed) takes alike, at the
  * end of its table; each points at that server's own variable. */
-/* clang-format off */
 #define SH_SERVER_FLAGS(metrics, max_message, drain_ms, send_timeout_ms,    \
-			stall_ms, ready_file, log_level, config)             \
+			stall_ms, stop_timeout_ms, ready_file, log_level,    \
+			config)                                              \
 	{"metrics", SH_FLAG_STR, (metrics),                                  \
 	 "IPV4:PORT of the HTTP listener for /metrics and /healthz "         \
 	 "(\"\" for none)", NULL, 0, 0},                                      \
@@ -68,6 +77,7 @@ typedef struct sh_flag {
 	{"stall-ms", SH_FLAG_INT, (stall_ms),                                \
 	 "/healthz answers 503 \"stalled\" after this long with requests in " \
 	 "progress and none answered (0: never)", NULL, 0, 3600000},          \
+	SH_STOP_TIMEOUT_FLAG(stop_timeout_ms),                               \
 	{"ready-file", SH_FLAG_STR, (ready_file),                            \
 	 "once serving, write listen=URL, metrics=URL and pid=N here "       \
 	 "(for scripts and tests that bind port 0)", NULL, 0, 0},            \

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <arpa/inet.h>
 #include <errno.h>
@@ -1460,6 +1461,81 @@ static void test_a_stalled_node_stops_on_sigterm(void **state)
 	assert_true(secs < 10);
 }
 
+/* ---- A stop that cannot finish is cut short --------------------------------
+ * Answers queued behind a peer that reads nothing, a send timeout of an
+ * hour and a drain of ten minutes: the stop would wait ten minutes. The
+ * watchdog of --stop-timeout-ms ends the process after 1.5 s with exit
+ * status 3, and the log holds the error and every thread's stack (the
+ * diagnosis bug 5 of docs/reliability.md lacked: a node that never
+ * stopped on SIGTERM). */
+
+/* What the node's log gained from byte off on (malloc'd, NUL-terminated). */
+static char *log_since(long off)
+{
+	FILE *f = fopen(node.log, "r");
+	assert_non_null(f);
+	fseek(f, 0, SEEK_END);
+	long end = ftell(f);
+	fseek(f, off, SEEK_SET);
+	size_t n = end > off ? (size_t)(end - off) : 0;
+	char *buf = malloc(n + 1);
+	assert_non_null(buf);
+	n = fread(buf, 1, n, f);
+	buf[n] = 0;
+	fclose(f);
+	return buf;
+}
+
+static long log_size(void)
+{
+	struct stat st;
+	return stat(node.log, &st) == 0 ? (long)st.st_size : 0;
+}
+
+static void test_a_stop_that_hangs_is_cut_short(void **state)
+{
+	stop_node(SIGTERM);
+	const char *const extra[] = {"--send-timeout-ms", "3600000",
+				     "--stall-ms",	  "1000",
+				     "--drain-ms",	  "600000",
+				     "--stop-timeout-ms", "1500",
+				     NULL};
+	assert_int_equal(start_node(extra), 0);
+	int fd = hog_contexts("wedge3");
+	double t0 = np_now_s();
+	bool stalled = false;
+	while (!stalled && np_now_s() - t0 < 20) {
+		np_sleep_ms(200);
+		stalled = healthz_says("stalled", 503);
+	}
+	assert_true(stalled); /* answers are stuck: the drain cannot end */
+	sh_rpc_close(cli);
+	cli = NULL;
+	long off = log_size();
+	t0 = np_now_s();
+	int st = np_stop(&node, SIGTERM); /* SIGKILL after 20 s */
+	double secs = np_now_s() - t0;
+	close(fd);
+	char *log = log_since(off);
+	assert_int_equal(start_node(NULL), 0); /* for the tests after it */
+	print_message("  stopped in %.2f s (exit status %d, signal %d)\n", secs,
+		      WIFEXITED(st) ? WEXITSTATUS(st) : -1,
+		      WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+	bool said = strstr(log, "the stop did not finish in 1500 ms") != NULL;
+	/* a thread's header, then frames of the node's own code */
+	bool threads = strstr(log, "thread ") && strstr(log, "(shoal-node)");
+	bool frames = strstr(log, "shoal-node(") != NULL;
+	if (!said || !threads || !frames)
+		print_message("%s", log);
+	free(log);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 3); /* SH_STOP_EXIT_TIMEOUT */
+	assert_true(secs < 10);
+	assert_true(said);
+	assert_true(threads);
+	assert_true(frames);
+}
+
 /* ---- Shutdown: answers to requests in flight still leave ------------------
  * SIGTERM lands while a big upsert is being applied: its client gets an
  * answer (OK, or EBUSY when it arrived after the stop began), never a
@@ -1635,6 +1711,8 @@ int main(void)
 	    cmocka_unit_test_teardown(test_a_stalled_node_stops_on_sigterm,
 				      test_teardown),
 	    cmocka_unit_test_teardown(test_a_long_request_is_no_stall,
+				      test_teardown),
+	    cmocka_unit_test_teardown(test_a_stop_that_hangs_is_cut_short,
 				      test_teardown),
 	    cmocka_unit_test_teardown(test_slots_and_restart, test_teardown),
 	};
