@@ -1390,6 +1390,18 @@ static bool healthz_says(const char *want, int want_status)
 	return ok;
 }
 
+/* Whether /healthz turns 503 "stalled" within 20 s. */
+static bool becomes_stalled(void)
+{
+	double t0 = np_now_s();
+	while (np_now_s() - t0 < 20) {
+		np_sleep_ms(200);
+		if (healthz_says("stalled", 503))
+			return true;
+	}
+	return false;
+}
+
 static void test_a_wedged_node_fails_its_health_check(void **state)
 {
 	stop_node(SIGTERM);
@@ -1402,18 +1414,12 @@ static void test_a_wedged_node_fails_its_health_check(void **state)
 	assert_true(healthz_says("serving", 200));
 
 	int fd = hog_contexts("wedge");
-	double t0 = np_now_s();
-	bool stalled = false;
-	while (!stalled && np_now_s() - t0 < 20) {
-		np_sleep_ms(200);
-		stalled = healthz_says("stalled", 503);
-	}
-	assert_true(stalled);
+	assert_true(becomes_stalled());
 
 	/* the peer goes: its connection closes, the contexts it held are
 	 * free, and the node is healthy again */
 	close(fd);
-	t0 = np_now_s();
+	double t0 = np_now_s();
 	bool serving = false;
 	while (!serving && np_now_s() - t0 < 20) {
 		np_sleep_ms(200);
@@ -1438,15 +1444,9 @@ static void test_a_stalled_node_stops_on_sigterm(void **state)
 	    "--drain-ms",	 "1000",    NULL};
 	assert_int_equal(start_node(extra), 0);
 	int fd = hog_contexts("wedge2");
-	double t0 = np_now_s();
-	bool stalled = false;
-	while (!stalled && np_now_s() - t0 < 20) {
-		np_sleep_ms(200);
-		stalled = healthz_says("stalled", 503);
-	}
-	assert_true(stalled);
+	assert_true(becomes_stalled());
 	np_sleep_ms(1500); /* the prober has a request out */
-	t0 = np_now_s();
+	double t0 = np_now_s();
 	sh_rpc_close(cli);
 	cli = NULL;
 	int st = np_stop(&node, SIGTERM); /* SIGKILL after 20 s */
@@ -1502,17 +1502,12 @@ static void test_a_stop_that_hangs_is_cut_short(void **state)
 				     NULL};
 	assert_int_equal(start_node(extra), 0);
 	int fd = hog_contexts("wedge3");
-	double t0 = np_now_s();
-	bool stalled = false;
-	while (!stalled && np_now_s() - t0 < 20) {
-		np_sleep_ms(200);
-		stalled = healthz_says("stalled", 503);
-	}
-	assert_true(stalled); /* answers are stuck: the drain cannot end */
+	/* answers are stuck: the drain cannot end */
+	assert_true(becomes_stalled());
 	sh_rpc_close(cli);
 	cli = NULL;
 	long off = log_size();
-	t0 = np_now_s();
+	double t0 = np_now_s();
 	int st = np_stop(&node, SIGTERM); /* SIGKILL after 20 s */
 	double secs = np_now_s() - t0;
 	close(fd);
