@@ -200,6 +200,8 @@ int main(int argc, char **argv)
 			  &c.log_level, &fs);
 	if (status >= 0)
 		return status;
+	sh_stop_check_wait("embed", "--drain-ms", c.drain_ms,
+			   c.stop_timeout_ms);
 	signal(SIGPIPE, SIG_IGN);
 
 	char *models = joined_models(&c.model);

@@ -182,6 +182,8 @@ int main(int argc, char **argv)
 	free(args);
 	if (ret >= 0)
 		return ret;
+	sh_stop_check_wait("ingest", "--revoke-timeout-ms", c.revoke_timeout_ms,
+			   c.stop_timeout_ms);
 	if (!c.brokers || !*c.brokers || !c.topics.n || !c.metrics ||
 	    !*c.metrics) {
 		fprintf(stderr,

@@ -189,6 +189,7 @@ int main(int argc, char **argv)
 				   &c.log_level, &fs);
 	if (status >= 0)
 		return status;
+	sh_stop_check_wait("node", "--drain-ms", c.drain_ms, c.stop_timeout_ms);
 	char *end;
 	double ratio = strtod(c.vacuum_ratio, &end);
 	if (*end || !(ratio > 0 && ratio < 1)) {

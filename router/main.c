@@ -113,6 +113,7 @@ int main(int argc, char **argv)
 			  &log_level, &fs);
 	if (status >= 0)
 		return status;
+	sh_stop_check_wait("router", "--drain-ms", drain_ms, stop_timeout_ms);
 	signal(SIGPIPE, SIG_IGN);
 
 	char *nodes_copy = strdup(nodes);

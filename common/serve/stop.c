@@ -161,6 +161,16 @@ static void watchdog_start(const char *component, int timeout_ms)
 	pthread_attr_destroy(&at);
 }
 
+void sh_stop_check_wait(const char *component, const char *flag,
+			int64_t wait_ms, int64_t stop_timeout_ms)
+{
+	if (stop_timeout_ms > 0 && wait_ms >= stop_timeout_ms)
+		sh_warn(component,
+			"%s %lld is not below --stop-timeout-ms %lld: a stop "
+			"that waits that long is cut short",
+			flag, (long long)wait_ms, (long long)stop_timeout_ms);
+}
+
 /* ---- Signals ------------------------------------------------------------ */
 
 static void on_signal(uv_signal_t *h, int signum)

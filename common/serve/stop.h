@@ -15,6 +15,8 @@
 #ifndef SH_STOP_H
 #define SH_STOP_H
 
+#include <stdint.h>
+
 #include <uv.h>
 
 /* Default of --stop-timeout-ms: the 5 s drain, the close, and a wide margin. */
@@ -29,5 +31,11 @@
 int sh_run_until_signal(uv_loop_t *loop, const char *component,
 			int stop_timeout_ms, void (*on_stop)(void *ctx),
 			void *ctx);
+
+/* Warns when a wait the stop includes (flag's value, wait_ms: --drain-ms,
+ * --revoke-timeout-ms) is not below stop_timeout_ms: the watchdog would
+ * cut it short. */
+void sh_stop_check_wait(const char *component, const char *flag,
+			int64_t wait_ms, int64_t stop_timeout_ms);
 
 #endif

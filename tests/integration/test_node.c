@@ -1517,6 +1517,11 @@ static void test_a_stop_that_hangs_is_cut_short(void **state)
 		      WIFEXITED(st) ? WEXITSTATUS(st) : -1,
 		      WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 	bool said = strstr(log, "the stop did not finish in 1500 ms") != NULL;
+	/* and the node had said at its start that such a drain is cut */
+	char *start = log_since(0);
+	bool warned = strstr(start, "--drain-ms 600000 is not below "
+				    "--stop-timeout-ms 1500") != NULL;
+	free(start);
 	/* a thread's header, then frames of the node's own code */
 	bool threads = strstr(log, "thread ") && strstr(log, "(shoal-node)");
 	bool frames = strstr(log, "shoal-node(") != NULL;
@@ -1527,6 +1532,7 @@ static void test_a_stop_that_hangs_is_cut_short(void **state)
 	assert_int_equal(WEXITSTATUS(st), 3); /* SH_STOP_EXIT_TIMEOUT */
 	assert_true(secs < 10);
 	assert_true(said);
+	assert_true(warned);
 	assert_true(threads);
 	assert_true(frames);
 }
