@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "pid.h"
 #include "slots.h"
 
@@ -17,12 +18,6 @@
 /* A new round starts only with this much of the deadline left: a node
  * given less would look dead for want of time, not of health. */
 #define MIN_ROUND_MS 20
-
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
-}
 
 static uint64_t deadline_of(sh_router *r, const Shoal__V1__Request *rq,
 			    bool write)
@@ -114,7 +109,7 @@ static bool catch_up(sh_router *r, bool ahead, int *backoff, uint64_t deadline)
 		router_refresh_map(r);
 	if (left_ms(deadline) < *backoff + MIN_ROUND_MS)
 		return false;
-	sleep_ms(*backoff);
+	sh_sleep_ms(*backoff);
 	*backoff =
 	    *backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : *backoff * 2;
 	return true;

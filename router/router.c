@@ -242,12 +242,6 @@ int router_change_map(sh_router *r, router_map_fn fn, void *ctx,
 	return rc;
 }
 
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
-}
-
 /* etcd: waits for changes of the map and installs them. */
 static void *watch_main(void *arg)
 {
@@ -268,7 +262,7 @@ static void *watch_main(void *arg)
 			/* do not spin on an unreachable etcd */
 			for (int i = 0; i < 10 && !atomic_load(&r->stopping);
 			     i++)
-				sleep_ms(100);
+				sh_sleep_ms(100);
 			router_refresh_map(r);
 		}
 	}

@@ -1,6 +1,7 @@
 /* Counters and histograms for /metrics. See metrics.h. */
 #include "metrics.h"
 
+#include <errno.h>
 #include <time.h>
 
 const uint64_t sh_hist_bounds_us[SH_HIST_NBUCKETS] = {
@@ -123,6 +124,13 @@ uint64_t sh_now_us(void)
 	struct timespec t;
 	clock_gettime(CLOCK_MONOTONIC, &t);
 	return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
+}
+
+void sh_sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
 }
 
 void sh_cond_init_mono(pthread_cond_t *cv)

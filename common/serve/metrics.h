@@ -74,6 +74,9 @@ void sh_metric_head(FILE *f, const char *name, const char *type,
 /* Microseconds on the monotonic clock. */
 uint64_t sh_now_us(void);
 
+/* Sleeps ms milliseconds, the whole of them: a signal does not cut it. */
+void sh_sleep_ms(int ms);
+
 /* A condition variable whose timed waits run on that clock, so that a
  * jump of the wall clock neither stretches nor cuts them; and a wait on
  * one (mu held) until sh_now_us() reaches us: pthread_cond_timedwait's

@@ -7,15 +7,10 @@
 #include <time.h>
 
 #include "error.h"
+#include "metrics.h"
 
 /* A step's deadline: a fence drains, a finish erases a copy. */
 #define STEP_TIMEOUT_MS 120000
-
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
-}
 
 static int terminal(int s)
 {
@@ -121,7 +116,7 @@ int sh_movejob_run(sh_rpc *c, uint64_t job_id, int poll_ms, int max_fails,
 			sh_wire_free_response(rs);
 			if (++fails >= max_fails)
 				return rc;
-			sleep_ms(500 * fails);
+			sh_sleep_ms(500 * fails);
 			continue;
 		}
 		job_id = j->id;
@@ -148,7 +143,7 @@ int sh_movejob_run(sh_rpc *c, uint64_t job_id, int poll_ms, int max_fails,
 		}
 		if (copying) {
 			sh_wire_free_response(rs);
-			sleep_ms(poll_ms);
+			sh_sleep_ms(poll_ms);
 			continue;
 		}
 		Shoal__V1__MoveJobRequest aq =
@@ -165,7 +160,7 @@ int sh_movejob_run(sh_rpc *c, uint64_t job_id, int poll_ms, int max_fails,
 			continue;
 		}
 		if (rc == SH_EBUSY || rc == SH_ESTALE) {
-			sleep_ms(poll_ms);
+			sh_sleep_ms(poll_ms);
 			continue;
 		}
 		failed.progress = NULL;
@@ -174,6 +169,6 @@ int sh_movejob_run(sh_rpc *c, uint64_t job_id, int poll_ms, int max_fails,
 			w->failed(w->ctx, &failed, rc, msg);
 		if (++fails >= max_fails)
 			return rc;
-		sleep_ms(500 * fails);
+		sh_sleep_ms(500 * fails);
 	}
 }

@@ -574,12 +574,6 @@ void sh_server_announce(const sh_server *s, const char *component,
 		sh_warn(component, "cannot write --ready-file %s", ready_file);
 }
 
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
-}
-
 void sh_server_stop(sh_server *s, int drain_ms)
 {
 	if (!s)
@@ -592,9 +586,9 @@ void sh_server_stop(sh_server *s, int drain_ms)
 	prober_stop(s);
 	for (int waited = 0; atomic_load(&s->inflight) > 0 && waited < drain_ms;
 	     waited += 5)
-		sleep_ms(5);
+		sh_sleep_ms(5);
 	if (s->nslots && drain_ms > 0)
-		sleep_ms(50); /* let the last replies leave the pipes */
+		sh_sleep_ms(50); /* let the last replies leave the pipes */
 	atomic_store(&s->closing, true);
 	if (s->sock_open)
 		nng_close(s->sock); /* every pending aio completes: ECLOSED */

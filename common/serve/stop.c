@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 
 struct stopper {
 	uv_signal_t sigint, sigterm;
@@ -69,13 +70,6 @@ static void task_file(long tid, const char *what, char *out, size_t cap)
 	out[strcspn(out, "\n")] = 0;
 }
 
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
 static void dump_threads(void)
 {
 	void *warm[2];
@@ -113,7 +107,7 @@ static void dump_threads(void)
 		if (syscall(SYS_tgkill, getpid(), tid, DUMP_SIGNAL) != 0)
 			continue;
 		for (int i = 0; i < 100 && !atomic_load(&wd_answered); i++)
-			sleep_ms(5);
+			sh_sleep_ms(5);
 		if (!atomic_load(&wd_answered))
 			dprintf(STDERR_FILENO, "  (no stack: the thread blocks "
 					       "the signal or did not run)\n");
@@ -127,7 +121,7 @@ static void *watchdog_main(void *arg)
 	/* Whatever waits for ever, this thread must not: it takes no lock
 	 * (sh_log is one write(2)) and the dump is itself bounded by an
 	 * alarm, whose default action ends the process. */
-	sleep_ms(wd_timeout_ms);
+	sh_sleep_ms(wd_timeout_ms);
 	sh_error(wd_component,
 		 "the stop did not finish in %d ms (--stop-timeout-ms): "
 		 "exiting without a clean close (acknowledged writes are "

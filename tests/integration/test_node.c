@@ -1390,13 +1390,13 @@ static bool healthz_says(const char *want, int want_status)
 	return ok;
 }
 
-/* Whether /healthz turns 503 "stalled" within 20 s. */
-static bool becomes_stalled(void)
+/* Whether /healthz comes to say want with want_status within 20 s. */
+static bool healthz_becomes(const char *want, int want_status)
 {
 	double t0 = np_now_s();
 	while (np_now_s() - t0 < 20) {
 		np_sleep_ms(200);
-		if (healthz_says("stalled", 503))
+		if (healthz_says(want, want_status))
 			return true;
 	}
 	return false;
@@ -1414,18 +1414,12 @@ static void test_a_wedged_node_fails_its_health_check(void **state)
 	assert_true(healthz_says("serving", 200));
 
 	int fd = hog_contexts("wedge");
-	assert_true(becomes_stalled());
+	assert_true(healthz_becomes("stalled", 503));
 
 	/* the peer goes: its connection closes, the contexts it held are
 	 * free, and the node is healthy again */
 	close(fd);
-	double t0 = np_now_s();
-	bool serving = false;
-	while (!serving && np_now_s() - t0 < 20) {
-		np_sleep_ms(200);
-		serving = healthz_says("serving", 200);
-	}
-	assert_true(serving);
+	assert_true(healthz_becomes("serving", 200));
 }
 
 /* A node stalled that way still stops on SIGTERM, cleanly and promptly.
@@ -1444,7 +1438,7 @@ static void test_a_stalled_node_stops_on_sigterm(void **state)
 	    "--drain-ms",	 "1000",    NULL};
 	assert_int_equal(start_node(extra), 0);
 	int fd = hog_contexts("wedge2");
-	assert_true(becomes_stalled());
+	assert_true(healthz_becomes("stalled", 503));
 	np_sleep_ms(1500); /* the prober has a request out */
 	double t0 = np_now_s();
 	sh_rpc_close(cli);
@@ -1503,7 +1497,7 @@ static void test_a_stop_that_hangs_is_cut_short(void **state)
 	assert_int_equal(start_node(extra), 0);
 	int fd = hog_contexts("wedge3");
 	/* answers are stuck: the drain cannot end */
-	assert_true(becomes_stalled());
+	assert_true(healthz_becomes("stalled", 503));
 	sh_rpc_close(cli);
 	cli = NULL;
 	long off = log_size();
