@@ -21,6 +21,7 @@ struct sh_rpc {
 	 * current pipe, when an answer last arrived, the last replacement. */
 	atomic_uint pipe;
 	atomic_uint_fast64_t answer_ms, reset_ms;
+	uint64_t dialed_ms;
 };
 
 /* How long a connection may answer nothing, while calls on it time out,
@@ -29,6 +30,15 @@ struct sh_rpc {
  * retransmission backoff, tens of seconds after a long enough outage,
  * while a new connection gets through at once. */
 #define RPC_STALE_MS 5000
+
+/* nng 1.5.2 leaks a connection's objects (about 4 KiB, 14 allocations)
+ * when its socket is closed just as a dial connects, before the pipe is
+ * up; a socket closed while no connect is completing leaks nothing. A
+ * client closed within this long of its dial waits for its connection
+ * first (a dial that is refused or unanswered costs the close this wait,
+ * once). A reconnect that races a close later can still leak one such
+ * connection: nothing outside nng can see it in progress. */
+#define RPC_CLOSE_WAIT_MS 200
 
 static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
@@ -88,6 +98,7 @@ int sh_rpc_dial(const char *url, int timeout_ms, size_t max_message,
 	nng_socket_set_ms(c->sock, NNG_OPT_RECONNMAXT, 500);
 	nng_pipe_notify(c->sock, NNG_PIPE_EV_ADD_POST, on_pipe, c);
 	nng_pipe_notify(c->sock, NNG_PIPE_EV_REM_POST, on_pipe, c);
+	c->dialed_ms = nng_clock();
 	rv = nng_dial(c->sock, url, NULL, NNG_FLAG_NONBLOCK);
 	if (rv) {
 		nng_close(c->sock);
@@ -103,6 +114,9 @@ void sh_rpc_close(sh_rpc *c)
 {
 	if (!c)
 		return;
+	while (atomic_load(&c->pipe) == 0 &&
+	       nng_clock() < c->dialed_ms + RPC_CLOSE_WAIT_MS)
+		nng_msleep(1);
 	nng_close(c->sock);
 	free(c);
 }

@@ -33,6 +33,9 @@ typedef struct sh_rpc sh_rpc;
 int sh_rpc_dial(const char *url, int timeout_ms, size_t max_message,
 		sh_rpc **out, char *err, size_t errlen);
 
+/* Closes the client (no call may still be in flight on it). Within 200 ms
+ * of the dial it first waits, that long at most, for the connection to
+ * come up: see RPC_CLOSE_WAIT_MS in rpc.c. */
 void sh_rpc_close(sh_rpc *c);
 
 /* Sends req (protocol_version and a request_id are filled in when 0) and
