@@ -148,15 +148,35 @@ class Proc:
         self.paused = False
 
     def stop(self):
+        """SIGTERM, and 15 s to exit (a stop drains for 5 s at most).
+        Returns False for a process that did not: its threads' stacks go
+        to logs/NAME.stop-stacks, then it is killed."""
         if not self.alive():
-            return
+            return True
         if self.paused:
             self.signal(signal.SIGCONT)
         self.signal(signal.SIGTERM)
         try:
             self.p.wait(timeout=15)
+            return True
         except subprocess.TimeoutExpired:
+            log("%s did not stop within 15 s of SIGTERM" % self.name)
+            self.stacks(self.logpath[:-len(".log")] + ".stop-stacks")
             self.kill()
+            return False
+
+    def stacks(self, path):
+        """Every thread's stack, by gdb (where installed), into path."""
+        if not shutil.which("gdb") or not self.alive():
+            return
+        try:
+            with open(path, "w") as f:
+                subprocess.run(["gdb", "-batch", "-p", str(self.p.pid),
+                                "-ex", "thread apply all bt 30"],
+                               stdout=f, stderr=subprocess.STDOUT,
+                               timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
 
     def pause(self):
         self.signal(signal.SIGSTOP)
@@ -231,12 +251,14 @@ class Cluster:
         self.router.start()
 
     def stop(self):
-        for p in [self.router] + self.nodes:
-            p.stop()
+        """Stops every process; returns the names of those that did not
+        stop on SIGTERM."""
+        stuck = [p.name for p in [self.router] + self.nodes if not p.stop()]
         if self.nemesis == "disk-full":
             subprocess.run(["umount", "-l",
                             os.path.join(self.dir, "node1")],
                            stderr=subprocess.DEVNULL)
+        return stuck
 
     def healthy(self):
         return all(p.alive() and not p.paused and
@@ -254,19 +276,8 @@ class Cluster:
                                stderr=subprocess.STDOUT, timeout=20)
         except (OSError, subprocess.TimeoutExpired):
             pass
-        if not shutil.which("gdb"):
-            return
         for p in self.procs():
-            if not p.alive():
-                continue
-            try:
-                with open(os.path.join(logs, p.name + ".stacks"), "w") as f:
-                    subprocess.run(["gdb", "-batch", "-p", str(p.p.pid),
-                                    "-ex", "thread apply all bt 30"],
-                                   stdout=f, stderr=subprocess.STDOUT,
-                                   timeout=60)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
+            p.stacks(os.path.join(logs, p.name + ".stacks"))
 
 
 # ---- Clients and the history ------------------------------------------------
@@ -897,7 +908,9 @@ def run_one(workload, nemesis, seconds, seed, out, workers=4):
     finally:
         for c in clients:
             c.close()
-        cluster.stop()
+        stuck = cluster.stop()
+        if stuck:  # a stop that hangs is a bug (bug 5's node never stopped)
+            result["stuck_stops"] = stuck
         history.close()
         events.close()
     # the verdict
@@ -927,7 +940,8 @@ def run_one(workload, nemesis, seconds, seed, out, workers=4):
         # stays stuck fails the run, whatever the checkers say)
         result["passed"] = (valid and "error" not in result and
                             not result.get("final_failed") and
-                            not result.get("final_cut"))
+                            not result.get("final_cut") and
+                            not result.get("stuck_stops"))
     with open(rpath, "w") as f:
         json.dump(result, f, indent=1)
     log("%s x %s seed %d: %s" % (workload, nemesis, seed,
