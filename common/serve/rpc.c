@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "nngfix.h"
 
 struct sh_rpc {
 	nng_socket sock;
@@ -84,6 +85,7 @@ int sh_rpc_dial(const char *url, int timeout_ms, size_t max_message,
 	atomic_init(&c->pipe, 0u);
 	atomic_init(&c->answer_ms, nng_clock());
 	atomic_init(&c->reset_ms, 0);
+	sh_nngfix_init();
 	int rv = nng_req0_open(&c->sock);
 	if (rv) {
 		free(c);

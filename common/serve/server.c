@@ -18,6 +18,7 @@
 #include "error.h"
 #include "log.h"
 #include "metrics.h"
+#include "nngfix.h"
 #include "rpc.h"
 #include "shoal.pb-c.h"
 #include "wire.h"
@@ -477,6 +478,7 @@ int sh_server_start(const sh_server_handler *h, const sh_server_opts *o,
 		*out = s;
 		return SH_OK;
 	}
+	sh_nngfix_init();
 	if ((rv = nng_rep0_open(&s->sock)) != 0) {
 		rc = sh_errf(err, errlen, SH_EIO, "nng: %s", nng_strerror(rv));
 		goto fail;

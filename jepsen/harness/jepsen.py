@@ -781,7 +781,7 @@ class Nemesis:
 
 # ---- A run -------------------------------------------------------------------
 
-def run_one(workload, nemesis, seconds, seed, out, workers=4, stops_fail=True):
+def run_one(workload, nemesis, seconds, seed, out, workers=4):
     os.makedirs(out, exist_ok=True)
     rng = random.Random("%s/%s/%d" % (workload, nemesis, seed))
     log("run %s x %s, %d s, seed %d -> %s" % (workload, nemesis, seconds,
@@ -941,15 +941,10 @@ def run_one(workload, nemesis, seconds, seed, out, workers=4, stops_fail=True):
         result["passed"] = (valid and "error" not in result and
                             not result.get("final_failed") and
                             not result.get("final_cut"))
-    # a stop that hangs fails any run, a control's too; CI's sample only
-    # reports it until bug 11 (docs/reliability.md, open: nng's reaper
-    # stalls after the router redialled an isolated node) is fixed
+    # a stop that hangs fails any run, a control's too (bug 11)
     if result.get("stuck_stops"):
-        if stops_fail:
-            result["passed"] = False
-        else:
-            log("stuck stops (bug 11, open): %s" %
-                ", ".join(result["stuck_stops"]))
+        result["passed"] = False
+        log("stuck stops: %s" % ", ".join(result["stuck_stops"]))
     with open(rpath, "w") as f:
         json.dump(result, f, indent=1)
     log("%s x %s seed %d: %s" % (workload, nemesis, seed,
@@ -1033,7 +1028,7 @@ def main():
         out = (os.path.join(base, "%s-%s-%d" % (w, n, k))
                if len(runs) > 1 or not args.out else base)
         iptables("-F", "INPUT")
-        results.append(run_one(w, n, s, k, out, stops_fail=not args.ci))
+        results.append(run_one(w, n, s, k, out))
     return report(results, base if len(runs) > 1 else out)
 
 
