@@ -3,7 +3,15 @@
  * nng 1.5.2 then loses a receive, and its reaper waits for it for ever,
  * so that no closed connection is freed again (the server keeps every
  * file descriptor) and the stop never returns. With common/serve/nngfix.c
- * every connection is freed and the server stops. */
+ * every connection is freed and the server stops.
+ *
+ * Run without LeakSanitizer's check (common/serve/meson.build): the storm
+ * also makes nng 1.5.2 lose an answer now and then, inside REP (it hands
+ * the answer to a connection that is closing, whose transport refuses it
+ * without a word, and nothing frees it): 1 to 3 messages of the ~20,000
+ * connections of a run, measured with a debug build of Debian's nng,
+ * where each leaked message matched one refused send. Nothing outside
+ * nng can free them. */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <netinet/in.h>
@@ -182,14 +190,16 @@ static void test_connections_reset_mid_answer_are_all_freed(void **st)
 	print_message("%d connections reset\n", connections);
 	assert_true(connections > 100);
 
-	/* Every connection is freed: the descriptors come back. */
+	/* Every connection is freed: all the descriptors come back (a
+	 * connection's is closed as nng frees the rest of it, so once they
+	 * are back nothing of them is left for the leak check to find). */
 	int left = open_fds();
-	for (double end = now_s() + 20; left > before + 8 && now_s() < end;
+	for (double end = now_s() + 30; left != before && now_s() < end;
 	     left = open_fds())
 		usleep(20000);
 	print_message("descriptors: %d before, %d after\n", before, left);
 	assert_true(left >= 0); /* -1: none left to open the listing */
-	assert_true(left <= before + 8);
+	assert_int_equal(left, before);
 
 	/* And the server stops. */
 	struct stopper sp = {.s = s};
