@@ -93,11 +93,15 @@ static void *storm_main(void *arg)
 {
 	struct storm *st = arg;
 	enum { CAP = 1 << 18 };
-	uint8_t *buf = malloc(CAP);
-	assert_non_null(buf);
+	uint8_t *buf = malloc(CAP); /* (no cmocka asserts off its thread) */
+	if (!buf)
+		return NULL;
 	while (now_s() < st->until) {
 		int fd = socket(AF_INET, SOCK_STREAM, 0);
-		assert_true(fd >= 0);
+		if (fd < 0) { /* out of descriptors: the server holds them */
+			usleep(1000);
+			continue;
+		}
 		struct timeval tv = {1, 0};
 		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 		struct sockaddr_in sa = {.sin_family = AF_INET,
