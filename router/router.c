@@ -61,6 +61,24 @@ static int connect_nodes_locked(sh_router *r, char *err, size_t errlen)
 	return SH_OK;
 }
 
+/* After a call that got no answer: when its client replaced the node's
+ * connection for answering nothing (rpc.h), say so, once per replacement.
+ * Expected while a network fault cuts the node off; anything else is a
+ * node that stopped answering without closing its connection. */
+static void note_replaced(struct rnode *n)
+{
+	uint64_t now = sh_rpc_replaced(n->rpc);
+	uint64_t seen = atomic_load(&n->replaced_seen);
+	while (now > seen &&
+	       !atomic_compare_exchange_weak(&n->replaced_seen, &seen, now))
+		;
+	if (now > seen)
+		sh_warn("router",
+			"node %u (%s) answered nothing for 5 s while calls "
+			"timed out: its connection was replaced (%llu so far)",
+			n->id, n->address, (unsigned long long)now);
+}
+
 size_t router_all_nodes(sh_router *r, int *idx)
 {
 	pthread_rwlock_rdlock(&r->lock);
@@ -303,6 +321,8 @@ int router_push_slots(sh_router *r, int idx, char *err, size_t errlen)
 		rq.map_epoch = epoch;
 		Shoal__V1__Response *rs = NULL;
 		rc = sh_rpc_call(r->nodes[idx].rpc, &rq, &rs, err, errlen);
+		if (rc == SH_ETIMEDOUT)
+			note_replaced(&r->nodes[idx]);
 		if (rc == SH_OK) {
 			rc = (int)rs->code;
 			if (rc == SH_ESTALE)
@@ -368,6 +388,8 @@ static void call_finish(sh_router *r, struct call *c)
 	sh_histogram_observe(&n->latency, sh_now_us() - c->t0);
 	if (c->rc) {
 		atomic_fetch_add(&n->errors, 1);
+		if (c->rc == SH_ETIMEDOUT)
+			note_replaced(n);
 		return;
 	}
 	c->rc = sh_wire_decode_response(out, outlen, &r->o.limits, &c->resp,
@@ -969,6 +991,16 @@ void sh_router_metrics(sh_router *r, FILE *f)
 			"\"%s\"} %llu\n",
 			r->nodes[i].id, r->nodes[i].address,
 			(unsigned long long)atomic_load(&r->nodes[i].errors));
+	fprintf(f, "# HELP shoal_router_node_reconnects_total Connections to "
+		   "a node closed and dialled again because it answered "
+		   "nothing for 5 s while calls timed out.\n"
+		   "# TYPE shoal_router_node_reconnects_total counter\n");
+	for (uint32_t i = 0; i < nn; i++)
+		fprintf(f,
+			"shoal_router_node_reconnects_total{node=\"%u\","
+			"address=\"%s\"} %llu\n",
+			r->nodes[i].id, r->nodes[i].address,
+			(unsigned long long)sh_rpc_replaced(r->nodes[i].rpc));
 	fprintf(
 	    f,
 	    "# HELP shoal_router_searches_partial_total Searches answered "

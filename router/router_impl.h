@@ -25,6 +25,8 @@ struct rnode {
 	sh_rpc *rpc;
 	sh_histogram latency;
 	atomic_uint_fast64_t errors;
+	/* sh_rpc_replaced(rpc) when last logged (see note_replaced) */
+	atomic_uint_fast64_t replaced_seen;
 };
 
 /* Request op - 10 for 10..24, then 60..63, then invalid. */

@@ -22,6 +22,7 @@ struct sh_rpc {
 	 * current pipe, when an answer last arrived, the last replacement. */
 	atomic_uint pipe;
 	atomic_uint_fast64_t answer_ms, reset_ms;
+	atomic_uint_fast64_t replaced; /* connections closed by stale() */
 	uint64_t dialed_ms;
 };
 
@@ -65,6 +66,7 @@ static void stale(sh_rpc *c)
 	if (quiet < RPC_STALE_MS || since < RPC_STALE_MS || id == 0)
 		return;
 	atomic_store(&c->reset_ms, now);
+	atomic_fetch_add(&c->replaced, 1);
 	nng_pipe p = NNG_PIPE_INITIALIZER;
 	p.id = id;
 	nng_pipe_close(p);
@@ -85,6 +87,7 @@ int sh_rpc_dial(const char *url, int timeout_ms, size_t max_message,
 	atomic_init(&c->pipe, 0u);
 	atomic_init(&c->answer_ms, nng_clock());
 	atomic_init(&c->reset_ms, 0);
+	atomic_init(&c->replaced, 0);
 	sh_nngfix_init();
 	int rv = nng_req0_open(&c->sock);
 	if (rv) {
@@ -121,6 +124,11 @@ void sh_rpc_close(sh_rpc *c)
 		nng_msleep(1);
 	nng_close(c->sock);
 	free(c);
+}
+
+uint64_t sh_rpc_replaced(sh_rpc *c)
+{
+	return atomic_load(&c->replaced);
 }
 
 static int nng_to_sh(int rv)

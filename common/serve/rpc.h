@@ -38,6 +38,12 @@ int sh_rpc_dial(const char *url, int timeout_ms, size_t max_message,
  * come up: see RPC_CLOSE_WAIT_MS in rpc.c. */
 void sh_rpc_close(sh_rpc *c);
 
+/* How many connections the client has closed and dialled again because
+ * they answered nothing (above). A replacement while nothing stands
+ * between client and server is a server that stopped answering: the
+ * router logs it and counts it per node. */
+uint64_t sh_rpc_replaced(sh_rpc *c);
+
 /* Sends req (protocol_version and a request_id are filled in when 0) and
  * decodes the response into *resp (sh_wire_free_response). Returns SH_OK
  * when a response arrived (whatever its code), SH_ETIMEDOUT, SH_EIO (no

@@ -14,13 +14,16 @@ judges them against the promises of DESIGN.md:
                exact search finds its acknowledged probe
   deadline     no operation outlives its deadline by more than a bound
   availability ok / fail / info counts per phase (measured, not judged)
+  liveness     connections the router replaced because a node answered
+               nothing, and which of them no fault explains (measured, not
+               judged: the router heals them; bug 5 of docs/reliability.md)
 
 Standard-library Python 3.11, no third-party modules. Used as a module (the
 unit tests) and as a command:
 
   checker.py --workload set|register|delete|search|all
              --history DIR/history.jsonl [--nemesis DIR/nemesis.jsonl]
-             [--out DIR/results.json] [--deadline-ms 5000] [--slack-ms 1000]
+             [--watch DIR/watch.jsonl] [--out DIR/results.json] [--deadline-ms 5000] [--slack-ms 1000]
              [--register-budget 200000]
 
 Exit status: 0 valid, 1 invalid, 2 bad input (or usage), 3 unknown (a
@@ -991,6 +994,58 @@ def availability(ops, nemesis_events=None):
     return out
 
 
+# ---- liveness ----------------------------------------------------------------
+
+# How long after a fault ends a reconnect is still its doing: the router
+# replaces a connection after 5 s without an answer, once per 5 s, on a
+# call that times out (1-2 s), and the harness samples every 0.5 s.
+RECONNECT_SLACK_S = 10
+
+
+def fault_spans(events):
+    """(start ns, stop ns, target) of each fault, a start to the next stop
+    of the same nemesis (to infinity if it never stops). target is the
+    start's: a process ("node2", "router"), "all", or None for a fault on
+    the network as a whole (loss) or on no one process (slot moves)."""
+    open_at, spans = {}, []
+    for ev in sorted(events, key=lambda e: e["time"]):
+        name = ev["nemesis"]
+        if ev["type"] == "start":
+            open_at.setdefault(name, (ev["time"], ev.get("target")))
+        elif ev["type"] == "stop" and name in open_at:
+            t0, target = open_at.pop(name)
+            spans.append((t0, ev["time"], target))
+    spans += [(t0, math.inf, target) for t0, target in open_at.values()]
+    return spans
+
+
+def check_reconnects(watch_events, nemesis_events=None, t0=None,
+                     slack_s=RECONNECT_SLACK_S):
+    """Measured, not judged. watch_events: the harness's samples of the
+    router's reconnect counter, {"time", "type": "reconnect", "target":
+    node, "count": n}. A reconnect is explained when a fault on its node,
+    on the router, on every process, or on no one process was active at
+    most slack_s before it; one that nothing explains is a node that
+    stopped answering on a connection it kept open. t0 (ns): the origin of
+    the listed times (default: the first event's)."""
+    seen = [e for e in watch_events or [] if e.get("type") == "reconnect"]
+    spans = fault_spans(nemesis_events or [])
+    slack = slack_s * 1e9
+    if t0 is None:
+        t0 = min((e["time"] for e in seen), default=0)
+    unexplained = []
+    for e in sorted(seen, key=lambda e: e["time"]):
+        t, node = e["time"], e.get("target")
+        if not any(a <= t <= b + slack and
+                   target in (None, node, "router", "all")
+                   for a, b, target in spans):
+            unexplained.append({"node": node, "count": e.get("count", 1),
+                                "at_s": round((t - t0) / 1e9, 3)})
+    return {"reconnects": sum(e.get("count", 1) for e in seen),
+            "unexplained_count": sum(u["count"] for u in unexplained),
+            "unexplained": _first(unexplained)}
+
+
 # ---- the whole verdict -----------------------------------------------------
 
 WORKLOADS = ("set", "register", "delete", "search")
@@ -1001,12 +1056,12 @@ WORKLOAD_OPS = {"set": ("read_all",), "register": ("get",),
 
 def run_checks(workload, ops, nemesis_events=None,
                deadline_ms=DEFAULT_DEADLINE_MS, slack_ms=DEFAULT_SLACK_MS,
-               register_budget=DEFAULT_REGISTER_BUDGET):
+               register_budget=DEFAULT_REGISTER_BUDGET, watch_events=None):
     """Runs the workload's checker ("all": every checker whose operations
-    are in the history), the deadline check over every operation, and
-    availability. Returns the results.json object:
+    are in the history), the deadline check over every operation,
+    availability and liveness. Returns the results.json object:
     {"workload", "valid", "checks": {name: result}, "availability",
-     "history": {"ops": n}}.
+     "liveness", "history": {"ops": n}}.
 
     An explicitly named workload whose operations are absent is "unknown"
     (nothing was checked), except set, whose checker demands a final read."""
@@ -1036,6 +1091,9 @@ def run_checks(workload, ops, nemesis_events=None,
             "valid": _combine(c["valid"] for c in checks.values()),
             "checks": checks,
             "availability": availability(ops, nemesis_events),
+            "liveness": check_reconnects(
+                watch_events, nemesis_events,
+                min((o.t_inv for o in ops), default=None)),
             "history": {"ops": len(ops),
                         "pending": sum(o.pending for o in ops)}}
 
@@ -1062,6 +1120,7 @@ def main(argv=None):
     ap.add_argument("--history", required=True,
                     help="history.jsonl written by the harness")
     ap.add_argument("--nemesis", help="nemesis.jsonl (fault windows)")
+    ap.add_argument("--watch", help="watch.jsonl (the router's reconnects)")
     ap.add_argument("--out", help="results.json to write (default: stdout)")
     ap.add_argument("--deadline-ms", type=float, default=DEFAULT_DEADLINE_MS,
                     help="deadline of an op without deadline_ms "
@@ -1077,6 +1136,7 @@ def main(argv=None):
     try:
         ops = load_history(args.history)
         events = load_nemesis(args.nemesis) if args.nemesis else None
+        watch = load_nemesis(args.watch) if args.watch else None
     except (HistoryError, OSError) as e:
         msg = str(e)
         print(f"checker: bad input: {msg}", file=sys.stderr)
@@ -1089,7 +1149,7 @@ def main(argv=None):
                 pass
         return 2
     results = run_checks(args.workload, ops, events, args.deadline_ms,
-                         args.slack_ms, args.register_budget)
+                         args.slack_ms, args.register_budget, watch)
     if args.out:
         try:
             _write(args.out, results)

@@ -833,6 +833,55 @@ class TestAvailability(unittest.TestCase):
         self.assertEqual(a["fault"]["total"]["ops"], 0)
 
 
+class TestLiveness(unittest.TestCase):
+    S = 1000 * MS
+
+    def rec(self, t_s, node, count=1):
+        return {"time": int(t_s * self.S), "type": "reconnect",
+                "nemesis": "watch", "target": node, "count": count}
+
+    def test_a_reconnect_during_or_just_after_a_fault_on_its_node_is_explained(self):
+        events = [{"time": 10 * self.S, "type": "start",
+                   "nemesis": "isolate", "target": "node2"},
+                  {"time": 14 * self.S, "type": "stop", "nemesis": "isolate"}]
+        watch = [self.rec(12, "node2"), self.rec(20, "node2", 2)]
+        r = checker.check_reconnects(watch, events, t0=0)
+        self.assertEqual(r, {"reconnects": 3, "unexplained_count": 0,
+                             "unexplained": []})
+
+    def test_a_reconnect_no_fault_explains_is_listed(self):
+        # a fault on another node, and one that ended long before
+        events = [{"time": 10 * self.S, "type": "start",
+                   "nemesis": "isolate", "target": "node3"},
+                  {"time": 14 * self.S, "type": "stop", "nemesis": "isolate"}]
+        watch = [self.rec(12, "node2"), self.rec(30, "node3")]
+        r = checker.check_reconnects(watch, events, t0=2 * self.S)
+        self.assertEqual(r["reconnects"], 2)
+        self.assertEqual(r["unexplained_count"], 2)
+        self.assertEqual(r["unexplained"],
+                         [{"node": "node2", "count": 1, "at_s": 10.0},
+                          {"node": "node3", "count": 1, "at_s": 28.0}])
+
+    def test_faults_on_the_router_everyone_or_the_network_explain_any_node(self):
+        events = [{"time": 0, "type": "start", "nemesis": "pause",
+                   "target": "router"},
+                  {"time": 5 * self.S, "type": "stop", "nemesis": "pause"},
+                  {"time": 20 * self.S, "type": "start", "nemesis": "loss",
+                   "probability": 0.2},
+                  {"time": 25 * self.S, "type": "stop", "nemesis": "loss"},
+                  {"time": 40 * self.S, "type": "start",
+                   "nemesis": "kill-all", "target": "all"}]  # never stops
+        watch = [self.rec(6, "node1"), self.rec(22, "node3"),
+                 self.rec(99, "node2")]
+        r = checker.check_reconnects(watch, events)
+        self.assertEqual(r["unexplained_count"], 0)
+
+    def test_no_reconnect_no_finding(self):
+        self.assertEqual(checker.check_reconnects(None, None),
+                         {"reconnects": 0, "unexplained_count": 0,
+                          "unexplained": []})
+
+
 # ---- the command line ------------------------------------------------------
 
 class TestCLI(unittest.TestCase):
@@ -884,6 +933,23 @@ class TestCLI(unittest.TestCase):
         self.assertEqual((res["workload"], res["valid"]), ("set", True))
         self.assertEqual(set(res["checks"]), {"set", "deadline"})
         self.assertEqual(res["availability"]["fault"]["total"]["ops"], 2)
+
+    def test_watch_file_gives_liveness_without_changing_the_verdict(self):
+        self.set_history([1, 2])
+        watch = os.path.join(self.dir, "watch.jsonl")
+        with open(watch, "w") as fh:  # at 10 s, on a node no fault touched
+            fh.write(json.dumps({"time": 10_000 * MS, "type": "reconnect",
+                                 "nemesis": "watch", "target": "node2",
+                                 "count": 1}) + "\n")
+        rc, _ = self.main("--workload", "set", "--history", self.hist,
+                          "--nemesis", self.nem, "--watch", watch,
+                          "--out", self.out)
+        self.assertEqual(rc, 0)
+        with open(self.out) as fh:
+            res = json.load(fh)
+        self.assertIs(res["valid"], True)
+        self.assertEqual(res["liveness"]["unexplained_count"], 1)
+        self.assertEqual(res["liveness"]["unexplained"][0]["node"], "node2")
 
     def test_invalid_run_exits_1(self):
         self.set_history([1])

@@ -77,15 +77,20 @@ def log(msg):
     print("jepsen: " + msg, file=sys.stderr, flush=True)
 
 
-def http_status(addr, path="/healthz"):
+def http_get(addr, path, timeout=2):
+    """(status, body text) of a GET, or (None, None) without an answer."""
     try:
         with urllib.request.urlopen("http://%s%s" % (addr, path),
-                                    timeout=2) as r:
-            return r.status
+                                    timeout=timeout) as r:
+            return r.status, r.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as e:
-        return e.code
+        return e.code, None
     except Exception:
-        return None
+        return None, None
+
+
+def http_status(addr, path="/healthz"):
+    return http_get(addr, path)[0]
 
 
 # ---- Processes ---------------------------------------------------------------
@@ -260,6 +265,20 @@ class Cluster:
                            stderr=subprocess.DEVNULL)
         return stuck
 
+    def answer_timeouts(self):
+        """{node: answers given up on}, from the nodes' logs (the line of
+        common/serve/server.c)."""
+        out = {}
+        for n in self.nodes:
+            try:
+                with open(n.logpath, errors="replace") as f:
+                    k = sum("a peer took no answer" in line for line in f)
+            except OSError:
+                continue
+            if k:
+                out[n.name] = k
+        return out
+
     def healthy(self):
         return all(p.alive() and not p.paused and
                    http_status(p.metrics) == 200 for p in self.procs())
@@ -278,6 +297,59 @@ class Cluster:
             pass
         for p in self.procs():
             p.stacks(os.path.join(logs, p.name + ".stacks"))
+
+
+class Watch:
+    """Samples the router's shoal_router_node_reconnects_total every 0.5 s
+    and writes each increase to watch.jsonl ({"time", "type": "reconnect",
+    "nemesis": "watch", "target": node, "count"}): a connection the router
+    replaced because its node answered nothing. The checker tells those a
+    fault explains from those it does not (a node that went silent on its
+    own, as in bug 5). A restarted router counts from 0 again."""
+
+    PERIOD_S = 0.5
+
+    def __init__(self, cluster, path):
+        self.c = cluster
+        self.f = open(path, "w")
+        self.last = {}
+        self.done = threading.Event()
+        self.t = threading.Thread(target=self.loop, daemon=True)
+
+    def start(self):
+        self.t.start()
+
+    def sample(self):
+        _, body = http_get(self.c.router.metrics, "/metrics", timeout=1)
+        prefix = "shoal_router_node_reconnects_total{node=\""
+        for line in (body or "").splitlines():
+            if not line.startswith(prefix):
+                continue
+            node = "node" + line[len(prefix):].split("\"", 1)[0]
+            try:
+                n = int(line.rsplit(" ", 1)[1])
+            except (IndexError, ValueError):
+                continue
+            prev = self.last.get(node, 0)
+            new = n - prev if n >= prev else n  # a restart counts from 0
+            self.last[node] = n
+            if new > 0:
+                self.f.write(json.dumps({"time": now_ns(),
+                                         "type": "reconnect",
+                                         "nemesis": "watch", "target": node,
+                                         "count": new}) + "\n")
+                self.f.flush()
+                log("router reconnected %s (%d)" % (node, new))
+
+    def loop(self):
+        while not self.done.wait(self.PERIOD_S):
+            self.sample()
+
+    def stop(self):
+        self.done.set()
+        self.t.join(timeout=10)
+        self.sample()  # what the last period saw
+        self.f.close()
 
 
 # ---- Clients and the history ------------------------------------------------
@@ -790,10 +862,13 @@ def run_one(workload, nemesis, seconds, seed, out, workers=4):
     history = History(os.path.join(out, "history.jsonl"))
     events = open(os.path.join(out, "nemesis.jsonl"), "w")
     clients = []
+    watch = None
     result = {"workload": workload, "nemesis": nemesis, "seed": seed,
               "seconds": seconds}
     try:
         cluster.start()
+        watch = Watch(cluster, os.path.join(out, "watch.jsonl"))
+        watch.start()
         clients = [Client(out, "client%d" % i) for i in range(workers + 1)]
         setup = clients[-1].call({"f": "create", "deadline_ms": 10000})
         if setup.get("type") != "ok":
@@ -908,9 +983,16 @@ def run_one(workload, nemesis, seconds, seed, out, workers=4):
     finally:
         for c in clients:
             c.close()
+        if watch:
+            watch.stop()
         stuck = cluster.stop()
         if stuck:  # a stop that hangs is a bug (bug 5's node never stopped)
             result["stuck_stops"] = stuck
+        # answers a node gave up on after --send-timeout-ms (bug 6's fix):
+        # no fault here lasts that long, so each one is a finding
+        timeouts = cluster.answer_timeouts()
+        if timeouts:
+            result["answer_timeouts"] = timeouts
         history.close()
         events.close()
     # the verdict
@@ -920,7 +1002,8 @@ def run_one(workload, nemesis, seconds, seed, out, workers=4):
             [PY, os.path.join(ROOT, "jepsen/checker/checker.py"),
              "--workload", workload, "--history",
              os.path.join(out, "history.jsonl"), "--nemesis",
-             os.path.join(out, "nemesis.jsonl"), "--out", rpath],
+             os.path.join(out, "nemesis.jsonl"), "--watch",
+             os.path.join(out, "watch.jsonl"), "--out", rpath],
             capture_output=True, text=True)
         if cp.returncode == 2 or not os.path.exists(rpath):
             result["error"] = "checker: " + (cp.stderr or cp.stdout)[-2000:]
@@ -941,6 +1024,10 @@ def run_one(workload, nemesis, seconds, seed, out, workers=4):
         result["passed"] = (valid and "error" not in result and
                             not result.get("final_failed") and
                             not result.get("final_cut"))
+    silent = result.get("liveness", {}).get("unexplained", [])
+    if silent:  # measured, not judged: the router healed it
+        log("reconnects no fault explains: %s" % ", ".join(
+            "%s at %.1f s" % (u["node"], u["at_s"]) for u in silent))
     # a stop that hangs fails any run, a control's too (bug 11)
     if result.get("stuck_stops"):
         result["passed"] = False
@@ -1087,14 +1174,15 @@ def table(base):
         if r is not None:
             rows.setdefault((r["workload"], r["nemesis"]), []).append(r)
     print("| workload | nemesis | seeds | time | operations | "
-          "ok / fail / info | found | deadline overruns | verdict |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "ok / fail / info | found | deadline overruns | "
+          "reconnects (no fault) | verdict |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     order = {(w, n): (i, j) for i, w in enumerate(WORKLOADS)
              for j, n in enumerate(NEMESES)}
     for key in sorted(rows, key=lambda k: order.get(k, (99, 99))):
         rs = sorted(rows[key], key=lambda r: r.get("seed", 0))
         tot = {"ops": 0, "ok": 0, "fail": 0, "info": 0}
-        found, overruns = {}, 0
+        found, overruns, rec, silent = {}, 0, 0, 0
         for r in rs:
             a = r.get("availability", {}).get("overall", {}).get("total", {})
             for k in tot:
@@ -1104,6 +1192,8 @@ def table(base):
             # (every operation's; the search check's own is a subset)
             overruns += r.get("checks", {}).get("deadline", {}).get(
                 "overruns", 0)
+            rec += r.get("liveness", {}).get("reconnects", 0)
+            silent += r.get("liveness", {}).get("unexplained_count", 0)
         bad = [str(r.get("seed")) for r in rs if not r.get("passed")]
         if rs[0].get("control"):
             verdict = ("control: loss found at every seed" if not bad else
@@ -1114,11 +1204,12 @@ def table(base):
                        "INVALID at seed " + ", ".join(bad))
         secs = sorted({r.get("seconds") for r in rs})
         print("| %s | %s | %s | %s s | {:,} | {:,} / {:,} / {:,} | %s | %d | "
-              "%s |".format(tot["ops"], tot["ok"], tot["fail"], tot["info"])
+              "%d (%d) | %s |".format(tot["ops"], tot["ok"], tot["fail"],
+                                      tot["info"])
               % (key[0], key[1], ", ".join(str(r.get("seed")) for r in rs),
                  "/".join(str(x) for x in secs),
                  ", ".join("%s %d" % kv for kv in found.items()), overruns,
-                 verdict))
+                 rec, silent, verdict))
     return 0
 
 

@@ -260,6 +260,28 @@ int np_start_etcd(nodeproc *p, const char *dir)
 	return -1;
 }
 
+long np_log_size(const nodeproc *p)
+{
+	struct stat st;
+	return stat(p->log, &st) == 0 ? (long)st.st_size : 0;
+}
+
+char *np_log_since(const nodeproc *p, long off)
+{
+	FILE *f = fopen(p->log, "r");
+	assert_non_null(f);
+	fseek(f, 0, SEEK_END);
+	long end = ftell(f);
+	fseek(f, off, SEEK_SET);
+	size_t n = end > off ? (size_t)(end - off) : 0;
+	char *buf = malloc(n + 1);
+	assert_non_null(buf);
+	n = fread(buf, 1, n, f);
+	buf[n] = 0;
+	fclose(f);
+	return buf;
+}
+
 char *np_http_get(const nodeproc *p, const char *path, int *status)
 {
 	unsigned port;

@@ -61,6 +61,11 @@ int np_start_etcd(nodeproc *p, const char *dir);
  * the status line in *status), or NULL. */
 char *np_http_get(const nodeproc *p, const char *path, int *status);
 
+/* The size of the process's log, and what it gained from byte off on
+ * (malloc'd, NUL-terminated; fails the test when there is no log). */
+long np_log_size(const nodeproc *p);
+char *np_log_since(const nodeproc *p, long off);
+
 /* ---- Requests ---------------------------------------------------------- */
 
 /* One call: returns the response (caller frees with sh_wire_free_response)

@@ -1463,29 +1463,6 @@ static void test_a_stalled_node_stops_on_sigterm(void **state)
  * diagnosis bug 5 of docs/reliability.md lacked: a node that never
  * stopped on SIGTERM). */
 
-/* What the node's log gained from byte off on (malloc'd, NUL-terminated). */
-static char *log_since(long off)
-{
-	FILE *f = fopen(node.log, "r");
-	assert_non_null(f);
-	fseek(f, 0, SEEK_END);
-	long end = ftell(f);
-	fseek(f, off, SEEK_SET);
-	size_t n = end > off ? (size_t)(end - off) : 0;
-	char *buf = malloc(n + 1);
-	assert_non_null(buf);
-	n = fread(buf, 1, n, f);
-	buf[n] = 0;
-	fclose(f);
-	return buf;
-}
-
-static long log_size(void)
-{
-	struct stat st;
-	return stat(node.log, &st) == 0 ? (long)st.st_size : 0;
-}
-
 static void test_a_stop_that_hangs_is_cut_short(void **state)
 {
 	stop_node(SIGTERM);
@@ -1500,19 +1477,19 @@ static void test_a_stop_that_hangs_is_cut_short(void **state)
 	assert_true(healthz_becomes("stalled", 503));
 	sh_rpc_close(cli);
 	cli = NULL;
-	long off = log_size();
+	long off = np_log_size(&node);
 	double t0 = np_now_s();
 	int st = np_stop(&node, SIGTERM); /* SIGKILL after 20 s */
 	double secs = np_now_s() - t0;
 	close(fd);
-	char *log = log_since(off);
+	char *log = np_log_since(&node, off);
 	assert_int_equal(start_node(NULL), 0); /* for the tests after it */
 	print_message("  stopped in %.2f s (exit status %d, signal %d)\n", secs,
 		      WIFEXITED(st) ? WEXITSTATUS(st) : -1,
 		      WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 	bool said = strstr(log, "the stop did not finish in 1500 ms") != NULL;
 	/* and the node had said at its start that such a drain is cut */
-	char *start = log_since(0);
+	char *start = np_log_since(&node, 0);
 	bool warned = strstr(start, "--drain-ms 600000 is not below "
 				    "--stop-timeout-ms 1500") != NULL;
 	free(start);

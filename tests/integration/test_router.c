@@ -3,8 +3,9 @@
  * the same data. Routing of writes and gets by slot, exact searches equal
  * to the reference (ids and order), filters, scroll, count, stats, the
  * cluster map (get_map, add_node, persistence), coverage when a node is
- * down (an error by default, partial results when asked), and routing after
- * a node restarts. */
+ * down (an error by default, partial results when asked), routing after
+ * a node restarts, and a node that stops answering being reconnected and
+ * reported. */
 #include <math.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -578,6 +579,69 @@ static void test_search_coverage_is_exact_or_an_error(void **state)
 	sh_wire_free_response(rs);
 }
 
+/* shoal_router_node_reconnects_total of node id, from the router's
+ * metrics (-1 when absent). */
+static long reconnects(uint32_t id)
+{
+	int status;
+	char *m = np_http_get(&router, "/metrics", &status);
+	assert_non_null(m);
+	char key[64];
+	snprintf(key, sizeof(key),
+		 "shoal_router_node_reconnects_total{node=\"%u\",", id);
+	const char *at = strstr(m, key);
+	const char *val = at ? strchr(at, '}') : NULL;
+	long n = val ? strtol(val + 1, NULL, 10) : -1;
+	free(m);
+	return n;
+}
+
+/* A node that keeps its connection but answers nothing (SIGSTOP: its
+ * kernel still takes the requests) has its connection replaced after 5 s
+ * of timeouts, and the router says so: in its log and per node in its
+ * metrics. The liveness failure of bug 5 (docs/reliability.md) looked like
+ * this, and would now show. Once the node runs again it answers on the
+ * new connection. */
+static void test_a_silent_node_is_reconnected_and_reported(void **state)
+{
+	(void)state;
+	long before = reconnects(3);
+	assert_true(before >= 0);
+	long off = np_log_size(&router);
+	float q[DIM];
+	vec_of(11, q);
+	assert_int_equal(kill(nodes[2].pid, SIGSTOP), 0);
+	long now = before;
+	double t0 = np_now_s();
+	while (now == before && np_now_s() - t0 < 30) {
+		/* node 3 times out; the others answer (partial coverage) */
+		Shoal__V1__Response *rs = search(rc_, q, 5, false, NULL, 0.5f);
+		assert_int_equal(rs->code, 0);
+		assert_int_equal(rs->search->nodes_answered, NN - 1);
+		sh_wire_free_response(rs);
+		now = reconnects(3);
+	}
+	double secs = np_now_s() - t0;
+	assert_int_equal(kill(nodes[2].pid, SIGCONT), 0);
+	print_message("  node 3's connection replaced after %.1f s\n", secs);
+	assert_int_equal(now, before + 1);
+	char *log = np_log_since(&router, off);
+	bool said = strstr(log, "node 3 (") &&
+		    strstr(log, "answered nothing for 5 s");
+	free(log);
+	assert_true(said);
+	assert_int_equal(reconnects(1), 0);
+	assert_int_equal(reconnects(2), 0);
+	/* and it answers again, whole */
+	int code = -1;
+	for (int tries = 0; tries < 50 && code != 0; tries++) {
+		Shoal__V1__Response *rs = search(rc_, q, 5, false, NULL, 0);
+		code = (int)rs->code;
+		sh_wire_free_response(rs);
+	}
+	assert_int_equal(code, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -587,6 +651,7 @@ int main(void)
 	    cmocka_unit_test(test_map_and_add_node),
 	    cmocka_unit_test(test_node_down),
 	    cmocka_unit_test(test_search_coverage_is_exact_or_an_error),
+	    cmocka_unit_test(test_a_silent_node_is_reconnected_and_reported),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -79,6 +79,7 @@ static void test_a_connection_that_answers_nothing_is_replaced(void **st)
 	char err[256];
 	assert_int_equal(sh_rpc_dial(f.url, 300, 0, &c, err, sizeof(err)),
 			 SH_OK);
+	assert_int_equal(sh_rpc_replaced(c), 0);
 	const uint8_t req[] = "ping";
 	double t0 = now_s();
 	int timeouts = 0, ok = 0;
@@ -104,6 +105,7 @@ static void test_a_connection_that_answers_nothing_is_replaced(void **st)
 	assert_true(timeouts > 0);
 	assert_true(atomic_load(&f.pipes_answered) !=
 		    atomic_load(&f.first_pipe));
+	assert_int_equal(sh_rpc_replaced(c), 1); /* counted, once */
 	/* replaced after ~5 s of silence, not after tens of seconds */
 	assert_true(secs < 15);
 	sh_rpc_close(c);
