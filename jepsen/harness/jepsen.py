@@ -1028,6 +1028,8 @@ def run_one(workload, nemesis, seconds, seed, out, workers=4):
     if silent:  # measured, not judged: the router healed it
         log("reconnects no fault explains: %s" % ", ".join(
             "%s at %.1f s" % (u["node"], u["at_s"]) for u in silent))
+    if result.get("answer_timeouts"):
+        log("answers given up on: %s" % json.dumps(result["answer_timeouts"]))
     # a stop that hangs fails any run, a control's too (bug 11)
     if result.get("stuck_stops"):
         result["passed"] = False
