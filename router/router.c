@@ -963,6 +963,28 @@ int sh_router_get_state(const sh_router *r)
 /* ---- Metrics --------------------------------------------------------------
  */
 
+static uint64_t node_errors(struct rnode *n)
+{
+	return atomic_load(&n->errors);
+}
+
+static uint64_t node_reconnects(struct rnode *n)
+{
+	return sh_rpc_replaced(n->rpc);
+}
+
+/* A counter with one sample per node (labels node and address). */
+static void node_counter(sh_router *r, uint32_t nn, FILE *f,
+			 const char *name, const char *help,
+			 uint64_t (*value)(struct rnode *))
+{
+	sh_metric_head(f, name, "counter", help);
+	for (uint32_t i = 0; i < nn; i++)
+		fprintf(f, "%s{node=\"%u\",address=\"%s\"} %llu\n", name,
+			r->nodes[i].id, r->nodes[i].address,
+			(unsigned long long)value(&r->nodes[i]));
+}
+
 void sh_router_metrics(sh_router *r, FILE *f)
 {
 	sh_op_metrics_write(r->ops, ROUTER_NOPS, op_names, "shoal_router_", f);
@@ -982,25 +1004,13 @@ void sh_router_metrics(sh_router *r, FILE *f)
 				   "shoal_router_node_duration_seconds",
 				   labels);
 	}
-	fprintf(f, "# HELP shoal_router_node_errors_total Calls to a node "
-		   "that got no answer (timeout, connection).\n"
-		   "# TYPE shoal_router_node_errors_total counter\n");
-	for (uint32_t i = 0; i < nn; i++)
-		fprintf(f,
-			"shoal_router_node_errors_total{node=\"%u\",address="
-			"\"%s\"} %llu\n",
-			r->nodes[i].id, r->nodes[i].address,
-			(unsigned long long)atomic_load(&r->nodes[i].errors));
-	fprintf(f, "# HELP shoal_router_node_reconnects_total Connections to "
-		   "a node closed and dialled again because it answered "
-		   "nothing for 5 s while calls timed out.\n"
-		   "# TYPE shoal_router_node_reconnects_total counter\n");
-	for (uint32_t i = 0; i < nn; i++)
-		fprintf(f,
-			"shoal_router_node_reconnects_total{node=\"%u\","
-			"address=\"%s\"} %llu\n",
-			r->nodes[i].id, r->nodes[i].address,
-			(unsigned long long)sh_rpc_replaced(r->nodes[i].rpc));
+	node_counter(r, nn, f, "shoal_router_node_errors_total",
+		     "Calls to a node that got no answer (timeout, connection).",
+		     node_errors);
+	node_counter(r, nn, f, "shoal_router_node_reconnects_total",
+		     "Connections to a node closed and dialled again because "
+		     "it answered nothing for 5 s while calls timed out.",
+		     node_reconnects);
 	fprintf(
 	    f,
 	    "# HELP shoal_router_searches_partial_total Searches answered "

@@ -915,22 +915,34 @@ def check_search(ops, default_deadline_ms=DEFAULT_DEADLINE_MS,
 
 # ---- availability ----------------------------------------------------------
 
+def fault_spans(events):
+    """(start ns, stop ns, nemesis, target) of each fault, as
+    nemesis_windows pairs them, in the order they end (the open ones
+    last). target is the start's: a process ("node2", "router"), "all",
+    or None for a fault on the network as a whole (loss) or on no one
+    process (slot moves)."""
+    open_at, spans = {}, []
+    for ev in sorted(events, key=lambda e: e["time"]):
+        name = ev["nemesis"]
+        if ev["type"] == "start":
+            open_at.setdefault(name, (ev["time"], ev.get("target")))
+        elif ev["type"] == "stop" and name in open_at:
+            t0, target = open_at.pop(name)
+            spans.append((t0, ev["time"], name, target))
+    spans += [(t0, math.inf, name, target)
+              for name, (t0, target) in open_at.items()]
+    return spans
+
+
 def nemesis_windows(events):
     """Fault windows from nemesis events: a fault is active from a start to
     the next stop of the same nemesis (to infinity if it never stops).
     Another start while one is open extends the open window; a stop with
     none open is ignored (a heal stops everything). Returns
     {nemesis: [(start ns, stop ns)]}, each list sorted and disjoint."""
-    open_at, windows = {}, {}
-    for ev in sorted(events, key=lambda e: e["time"]):
-        name = ev["nemesis"]
-        if ev["type"] == "start":
-            open_at.setdefault(name, ev["time"])
-        elif ev["type"] == "stop" and name in open_at:
-            windows.setdefault(name, []).append((open_at.pop(name),
-                                                 ev["time"]))
-    for name, t in open_at.items():
-        windows.setdefault(name, []).append((t, math.inf))
+    windows = {}
+    for t0, t1, name, _ in fault_spans(events):
+        windows.setdefault(name, []).append((t0, t1))
     return windows
 
 
@@ -1002,23 +1014,6 @@ def availability(ops, nemesis_events=None):
 RECONNECT_SLACK_S = 10
 
 
-def fault_spans(events):
-    """(start ns, stop ns, target) of each fault, a start to the next stop
-    of the same nemesis (to infinity if it never stops). target is the
-    start's: a process ("node2", "router"), "all", or None for a fault on
-    the network as a whole (loss) or on no one process (slot moves)."""
-    open_at, spans = {}, []
-    for ev in sorted(events, key=lambda e: e["time"]):
-        name = ev["nemesis"]
-        if ev["type"] == "start":
-            open_at.setdefault(name, (ev["time"], ev.get("target")))
-        elif ev["type"] == "stop" and name in open_at:
-            t0, target = open_at.pop(name)
-            spans.append((t0, ev["time"], target))
-    spans += [(t0, math.inf, target) for t0, target in open_at.values()]
-    return spans
-
-
 def check_reconnects(watch_events, nemesis_events=None, t0=None,
                      slack_s=RECONNECT_SLACK_S):
     """Measured, not judged. watch_events: the harness's samples of the
@@ -1038,7 +1033,7 @@ def check_reconnects(watch_events, nemesis_events=None, t0=None,
         t, node = e["time"], e.get("target")
         if not any(a <= t <= b + slack and
                    target in (None, node, "router", "all")
-                   for a, b, target in spans):
+                   for a, b, _, target in spans):
             unexplained.append({"node": node, "count": e.get("count", 1),
                                 "at_s": round((t - t0) / 1e9, 3)})
     return {"reconnects": sum(e.get("count", 1) for e in seen),
